@@ -1,0 +1,91 @@
+"""Images/s of the batched augmentation engine vs the per-image torchvision (PIL) pipeline.
+
+    python benchmarks/augment.py                  # CPU, 32x32, batch 512
+    python benchmarks/augment.py --device cuda    # the engine on a GPU (baseline stays on CPU)
+
+The baseline is what the official EquiMod code and most SSL libraries run per image in DataLoader
+workers: PIL image -> RandomResizedCrop(bicubic) -> flip -> ColorJitter(p 0.8) -> Grayscale(p 0.2)
+-> ToTensor -> Normalize, with the same CIFAR-10 strengths. Both sides are measured in this run,
+in this process, on the same number of threads. The last line is `ratio=<engine / baseline>`.
+"""
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from equimod_edu.augment import CIFAR10_MEAN, CIFAR10_STD, AugmentationConfig, apply
+
+
+def baseline_pipeline(cfg: AugmentationConfig):
+    return T.Compose([
+        T.RandomResizedCrop(cfg.size, scale=cfg.crop_scale, ratio=cfg.crop_ratio,
+                            interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(cfg.flip_p),
+        T.RandomApply([T.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)], p=cfg.jitter_p),
+        T.RandomGrayscale(cfg.gray_p),
+        T.ToTensor(),
+        T.Normalize(CIFAR10_MEAN, CIFAR10_STD),
+    ])
+
+
+def time_baseline(images_hwc: np.ndarray, cfg, seconds: float) -> float:
+    """Images/s of the per-image pipeline, including the uint8 -> PIL conversion a dataset does."""
+    pipeline = baseline_pipeline(cfg)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for array in images_hwc[:256]:
+            pipeline(Image.fromarray(array))
+        done += 256
+    return done / (time.perf_counter() - start)
+
+
+def time_engine(images: torch.Tensor, cfg, seconds: float) -> float:
+    """Images/s of sample + apply on whole batches (one augmented view per image)."""
+    generator = torch.Generator(device=images.device).manual_seed(0)
+
+    def step():
+        params = cfg.sample(len(images), tuple(images.shape[-2:]), generator, images.device)
+        return apply(images, params, cfg)
+
+    for _ in range(3):  # warm-up (CUDA kernels, allocator)
+        step()
+    sync = torch.cuda.synchronize if images.is_cuda else (lambda: None)
+    sync()
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        done += len(images)
+    sync()
+    return done / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--seconds", type=float, default=5.0, help="time spent measuring each side")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating measurements; the median is kept")
+    args = parser.parse_args()
+
+    cfg = AugmentationConfig.cifar10()
+    rng = np.random.default_rng(0)
+    images_hwc = rng.integers(0, 256, (args.batch, 32, 32, 3), dtype=np.uint8)
+    images = torch.from_numpy(images_hwc).permute(0, 3, 1, 2).contiguous().to(args.device)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, batch {args.batch}, 32x32")
+
+    base, ours = [], []
+    for _ in range(args.repeats):  # alternate, so a slow moment of the machine hits both sides
+        base.append(time_baseline(images_hwc, cfg, args.seconds))
+        ours.append(time_engine(images, cfg, args.seconds))
+    base_ips, ours_ips = float(np.median(base)), float(np.median(ours))
+    print(f"baseline (per-image PIL + torchvision): {base_ips:,.0f} images/s")
+    print(f"engine   (batched, {args.device}):            {ours_ips:,.0f} images/s")
+    print(f"ratio={ours_ips / base_ips:.2f}")
+
+
+if __name__ == "__main__":
+    main()

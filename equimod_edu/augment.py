@@ -1,0 +1,656 @@
+"""Augmentations as parameters: sample them per image, apply them to a whole batch, encode them.
+
+EquiMod's predictor needs to know *which* augmentation made each view, so an augmentation here is
+three separate steps (kornia's "randomness you can replay"):
+
+    config = AugmentationConfig.cifar10()            # strengths and probabilities (the paper's)
+    params = config.sample(n, image_size=(32, 32))    # per-image parameters t, one row per image
+    views = apply(images, params, config)             # pure function: same params -> same pixels
+    t = config.encode(params)                         # (n, 15) standardised vector for the predictor
+
+`apply` is vectorised over the batch (no Python loop over images) and runs wherever the images
+are (CPU or CUDA). It reproduces the torchvision pipeline of SimCLR / BYOL, in this order:
+
+    RandomResizedCrop -> HorizontalFlip -> ColorJitter (random order, p) -> Grayscale (p)
+    -> GaussianBlur (p) -> Solarize (p) -> Normalize
+
+and each step matches its twin in ``torchvision.transforms.v2.functional`` for the same
+parameters (tested in ``tests/test_augment.py``): colour ops to float precision, the crop exactly
+inside the crop and within the interpolation difference on its border (we resample the crop from
+the whole image with ``grid_sample``; torchvision cuts the crop out first, so its border pixels
+interpolate against a clamped edge instead of the pixels just outside the crop). Work is done in
+float32 without the intermediate uint8 rounding of PIL, and without antialiasing (irrelevant for
+CIFAR's upsampling crops).
+
+Parameter vector (official EquiMod order, DESIGN.md section 1), 15 values on CIFAR-10:
+    crop top, left, height, width (fractions of the image) | flip |
+    jitter applied, the four op indices in applied order, brightness, contrast, saturation, hue |
+    grayscale | [blur applied, sigma] | [solarize applied]
+With ``hue_encoding="cyclic"`` the hue shift (a fraction of a turn) becomes (cos, sin): 16 values.
+Every column is standardised with a mean and std measured on the preset's own sampling
+distribution (not hard-coded constants).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+# Colour-jitter operations, indexed as in torchvision's ColorJitter (the order tensor holds these).
+JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
+
+PerView = Union[float, tuple[float, float]]  # a probability that may differ between the two views
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters: one row per image
+# --------------------------------------------------------------------------------------------
+@dataclass
+class AugmentationParams:
+    """The parameters t of one augmentation per image (all tensors have N rows, same device).
+
+    crop:           (N, 4) float  top, left, height, width as fractions of the input image
+    flip:           (N,)   bool   horizontal flip after the crop
+    jitter:         (N,)   bool   colour jitter applied
+    order:          (N, 4) long   jitter op indices (see JITTER_OPS) in the order applied
+    brightness, contrast, saturation: (N,) float  multiplicative factors (1 = identity)
+    hue:            (N,)   float  hue shift in turns, in [-0.5, 0.5] (0 = identity)
+    grayscale:      (N,)   bool
+    blur:           (N,)   bool;  sigma: (N,) float  Gaussian blur std in pixels (0 if not blurred)
+    solarize:       (N,)   bool
+    When jitter is False the factors hold identity values and order is 0, 1, 2, 3.
+    """
+
+    crop: torch.Tensor
+    flip: torch.Tensor
+    jitter: torch.Tensor
+    order: torch.Tensor
+    brightness: torch.Tensor
+    contrast: torch.Tensor
+    saturation: torch.Tensor
+    hue: torch.Tensor
+    grayscale: torch.Tensor
+    blur: torch.Tensor
+    sigma: torch.Tensor
+    solarize: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.crop.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.crop.device
+
+    def _map(self, fn) -> "AugmentationParams":
+        return AugmentationParams(**{f.name: fn(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+    def to(self, device) -> "AugmentationParams":
+        return self._map(lambda t: t.to(device))
+
+    def __getitem__(self, index) -> "AugmentationParams":
+        """Rows `index` (an int, slice, bool mask or index tensor) as a new params object."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return self._map(lambda t: t[index])
+
+    def clone(self) -> "AugmentationParams":
+        return self._map(torch.clone)
+
+    @classmethod
+    def identity(cls, n: int, device=None) -> "AugmentationParams":
+        """Parameters that change nothing (full crop, no flip, no jitter...): a start for sliders."""
+        zeros = torch.zeros(n, device=device)
+        false = torch.zeros(n, dtype=torch.bool, device=device)
+        return cls(
+            crop=torch.tensor([0.0, 0.0, 1.0, 1.0], device=device).repeat(n, 1),
+            flip=false.clone(), jitter=false.clone(),
+            order=torch.arange(4, device=device).repeat(n, 1),
+            brightness=zeros + 1, contrast=zeros + 1, saturation=zeros + 1, hue=zeros.clone(),
+            grayscale=false.clone(), blur=false.clone(), sigma=zeros.clone(), solarize=false.clone(),
+        )
+
+    @classmethod
+    def cat(cls, params: Sequence["AugmentationParams"]) -> "AugmentationParams":
+        return cls(**{f.name: torch.cat([getattr(p, f.name) for p in params]) for f in dataclasses.fields(cls)})
+
+
+class Views(NamedTuple):
+    """What one EquiMod step needs: x_o (N,3,S,S) normalised original, two augmented views, their params."""
+
+    x_o: torch.Tensor
+    x_1: torch.Tensor
+    x_2: torch.Tensor
+    params_1: AugmentationParams
+    params_2: AugmentationParams
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration: strengths and probabilities, with the paper's presets
+# --------------------------------------------------------------------------------------------
+@dataclass
+class AugmentationConfig:
+    """Strengths and probabilities of every augmentation (each one a field a slider can set).
+
+    Defaults are SimCLR's CIFAR-10 pipeline as used by EquiMod. `blur_p` and `solarize_p` may be a
+    pair (view 1, view 2) for BYOL's asymmetric views; `sample(..., view=k)` picks the k-th value.
+    """
+
+    size: int = 32                                   # output side, pixels
+    crop_scale: tuple[float, float] = (0.2, 1.0)     # crop area as a fraction of the image
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio (width / height)
+    interpolation: str = "bicubic"                   # "bilinear" | "bicubic" | "nearest"
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4                          # factor drawn in [1 - b, 1 + b]
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1                                 # shift drawn in [-h, h] turns, h <= 0.5
+    gray_p: float = 0.2
+    blur_p: PerView = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)     # pixels
+    blur_kernel: Optional[int] = None                # odd side; None: odd int(0.1 * size), as SimCLR
+    solarize_p: PerView = 0.0
+    solarize_threshold: float = 0.5
+    mean: tuple[float, float, float] = CIFAR10_MEAN
+    std: tuple[float, float, float] = CIFAR10_STD
+    hue_encoding: str = "raw"                        # "raw" (paper) | "cyclic" (cos, sin of the turn)
+
+    def __post_init__(self):
+        self.validate()
+
+    # ---- presets ---------------------------------------------------------------------------
+    @classmethod
+    def cifar10(cls, **overrides) -> "AugmentationConfig":
+        """SimCLR / EquiMod CIFAR-10: crop 0.2-1 bicubic, flip, jitter 0.4/0.4/0.4/0.1 p 0.8, gray 0.2."""
+        return cls(**overrides)
+
+    @classmethod
+    def imagenet(cls, **overrides) -> "AugmentationConfig":
+        """SimCLR ImageNet: crop 0.08-1 to 224, jitter 0.8/0.8/0.8/0.2, gray 0.2, blur p 0.5 sigma 0.1-2."""
+        base = dict(size=224, crop_scale=(0.08, 1.0), interpolation="bilinear", brightness=0.8,
+                    contrast=0.8, saturation=0.8, hue=0.2, blur_p=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def byol_cifar10(cls, **overrides) -> "AugmentationConfig":
+        """BYOL views on CIFAR-10: jitter 0.4/0.4/0.2/0.1, asymmetric blur (1.0 / 0.1) and solarize (0 / 0.2)."""
+        base = dict(saturation=0.2, blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2))
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def byol_imagenet(cls, **overrides) -> "AugmentationConfig":
+        """BYOL ImageNet: as SimCLR ImageNet with saturation 0.2, hue 0.1, blur (1.0 / 0.1), solarize (0 / 0.2)."""
+        base = dict(saturation=0.2, hue=0.1, blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2))
+        return cls.imagenet(**{**base, **overrides})
+
+    @classmethod
+    def synthetic(cls, **overrides) -> "AugmentationConfig":
+        """The shipped synthetic dataset: CIFAR-10's pipeline with neutral normalisation statistics."""
+        base = dict(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+        return cls(**{**base, **overrides})
+
+    PRESETS = ("cifar10", "imagenet", "byol_cifar10", "byol_imagenet", "synthetic")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "AugmentationConfig":
+        if name not in cls.PRESETS:
+            raise ValueError(f"unknown augmentation preset {name!r}; choose one of {cls.PRESETS}")
+        return getattr(cls, name)(**overrides)
+
+    def replace(self, **changes) -> "AugmentationConfig":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    # ---- validation ------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ValueError naming the first field with an impossible value."""
+        def bad(name, why):
+            raise ValueError(f"AugmentationConfig.{name} = {getattr(self, name)!r}: {why}")
+
+        if not (isinstance(self.size, int) and self.size > 0):
+            bad("size", "must be a positive int (pixels)")
+        lo, hi = self.crop_scale
+        if not (0 < lo <= hi <= 1):
+            bad("crop_scale", "needs 0 < min <= max <= 1 (fractions of the image area)")
+        lo, hi = self.crop_ratio
+        if not (0 < lo <= hi):
+            bad("crop_ratio", "needs 0 < min <= max")
+        if self.interpolation not in ("bilinear", "bicubic", "nearest"):
+            bad("interpolation", "must be 'bilinear', 'bicubic' or 'nearest'")
+        for name in ("flip_p", "jitter_p", "gray_p", "blur_p", "solarize_p"):
+            values = getattr(self, name)
+            values = values if isinstance(values, (tuple, list)) else (values,)
+            if len(values) not in (1, 2) or not all(0 <= float(v) <= 1 for v in values):
+                bad(name, "must be a probability in [0, 1] (or a pair of them, one per view)")
+        for name in ("brightness", "contrast", "saturation"):
+            if not getattr(self, name) >= 0:
+                bad(name, "must be >= 0 (factor drawn in [max(0, 1 - s), 1 + s])")
+        if not 0 <= self.hue <= 0.5:
+            bad("hue", "must lie in [0, 0.5] turns")
+        lo, hi = self.blur_sigma
+        if not (0 < lo <= hi):
+            bad("blur_sigma", "needs 0 < min <= max (pixels)")
+        if self.blur_kernel is not None and not (self.blur_kernel > 0 and self.blur_kernel % 2 == 1):
+            bad("blur_kernel", "must be a positive odd int")
+        if not 0 <= self.solarize_threshold <= 1:
+            bad("solarize_threshold", "must lie in [0, 1]")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            bad("std", "mean and std need 3 values each, std > 0")
+        if self.hue_encoding not in ("raw", "cyclic"):
+            bad("hue_encoding", "must be 'raw' or 'cyclic'")
+
+    # ---- per-view values ---------------------------------------------------------------------
+    def view_value(self, name: str, view: int) -> float:
+        """The value of a per-view field (blur_p, solarize_p) for view 0 or 1."""
+        value = getattr(self, name)
+        return float(value[view]) if isinstance(value, (tuple, list)) else float(value)
+
+    @property
+    def has_blur(self) -> bool:
+        return max(self.view_value("blur_p", v) for v in (0, 1)) > 0
+
+    @property
+    def has_solarize(self) -> bool:
+        return max(self.view_value("solarize_p", v) for v in (0, 1)) > 0
+
+    @property
+    def kernel_size(self) -> int:
+        """Blur kernel side: blur_kernel, or SimCLR's 10% of the image made odd (3 at 32 px, 23 at 224)."""
+        if self.blur_kernel is not None:
+            return self.blur_kernel
+        k = max(3, int(0.1 * self.size))
+        return k if k % 2 == 1 else k + 1
+
+    # ---- the three steps -------------------------------------------------------------------
+    def sample(self, n: int, image_size: Optional[tuple[int, int]] = None, generator: Optional[torch.Generator] = None,
+               device=None, view: int = 0) -> AugmentationParams:
+        """Draw per-image parameters for a batch of n images of `image_size` (H, W) (default: size x size)."""
+        return sample(self, n, image_size, generator, device, view)
+
+    def apply(self, images: torch.Tensor, params: AugmentationParams, normalize: bool = True) -> torch.Tensor:
+        return apply(images, params, self, normalize)
+
+    def encode(self, params: AugmentationParams, groups: Optional[Sequence[str]] = None) -> torch.Tensor:
+        return encode(params, self, groups)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) uint8 or float in [0, 1] -> float, (x - mean) / std per channel."""
+        x = to_float(images)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def original(self, images: torch.Tensor) -> torch.Tensor:
+        """x_o: the image only resized to `size` (if needed) and normalised, as EquiMod's anchor."""
+        if images.shape[-2:] != (self.size, self.size):
+            return apply(images, AugmentationParams.identity(images.shape[0], images.device), self)
+        return self.normalize(images)
+
+    def views(self, images: torch.Tensor, generator: Optional[torch.Generator] = None) -> Views:
+        """x_o and two independently augmented views (view 0 and view 1 settings) with their params."""
+        check_images(images)
+        n, size = images.shape[0], tuple(images.shape[-2:])
+        p1 = self.sample(n, size, generator, images.device, view=0)
+        p2 = self.sample(n, size, generator, images.device, view=1)
+        return Views(self.original(images), apply(images, p1, self), apply(images, p2, self), p1, p2)
+
+    @property
+    def encoded_dim(self) -> int:
+        """P, the length of encode()'s vector: 15 on CIFAR-10, +1 cyclic hue, +2 blur, +1 solarize."""
+        return sum(width for _, width in self.layout())
+
+    def layout(self) -> list[tuple[str, int]]:
+        """(group name, number of columns) in the order of the encoded vector."""
+        groups = [("crop", 4), ("flip", 1), ("jitter", 1), ("order", 4), ("brightness", 1),
+                  ("contrast", 1), ("saturation", 1), ("hue", 2 if self.hue_encoding == "cyclic" else 1),
+                  ("grayscale", 1)]
+        if self.has_blur:
+            groups.append(("blur", 2))
+        if self.has_solarize:
+            groups.append(("solarize", 1))
+        return groups
+
+    def encoded_groups(self) -> dict[str, slice]:
+        """Group name -> the slice of encode()'s columns holding it (to mask or permute one group)."""
+        slices, start = {}, 0
+        for name, width in self.layout():
+            slices[name] = slice(start, start + width)
+            start += width
+        return slices
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------------------------
+def _uniform(n, low, high, generator, device) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator, device=device)
+
+
+def _bernoulli(n, p, generator, device) -> torch.Tensor:
+    return torch.rand(n, generator=generator, device=device) < p
+
+
+def sample_crop(n: int, image_size: tuple[int, int], scale, ratio, generator=None, device=None) -> torch.Tensor:
+    """RandomResizedCrop.get_params for n images at once -> (N, 4) top, left, height, width fractions.
+
+    As torchvision: up to 10 tries of (area, log-uniform aspect ratio) rounded to whole pixels,
+    kept if the box fits; images where no try fits get the central crop clamped to `ratio`.
+    """
+    height, width = image_size
+    tries = 10
+    area = height * width * _uniform((n, tries), scale[0], scale[1], generator, device)
+    log_ratio = _uniform((n, tries), math.log(ratio[0]), math.log(ratio[1]), generator, device)
+    aspect = torch.exp(log_ratio)
+    w = torch.round(torch.sqrt(area * aspect))
+    h = torch.round(torch.sqrt(area / aspect))
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = torch.argmax(fits.int(), dim=1, keepdim=True)  # index of the first try that fits
+    w, h, found = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0], fits.any(dim=1)
+
+    in_ratio = width / height  # fallback: the central crop, as torchvision
+    if in_ratio < ratio[0]:
+        fw, fh = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        fw, fh = round(height * ratio[1]), height
+    else:
+        fw, fh = width, height
+    w = torch.where(found, w, torch.full_like(w, fw))
+    h = torch.where(found, h, torch.full_like(h, fh))
+    top = torch.floor(torch.rand(n, generator=generator, device=device) * (height - h + 1))
+    left = torch.floor(torch.rand(n, generator=generator, device=device) * (width - w + 1))
+    top = torch.where(found, top, torch.div(height - h, 2, rounding_mode="floor"))
+    left = torch.where(found, left, torch.div(width - w, 2, rounding_mode="floor"))
+    return torch.stack([top / height, left / width, h / height, w / width], dim=1)
+
+
+def sample(config: AugmentationConfig, n: int, image_size=None, generator=None, device=None,
+           view: int = 0) -> AugmentationParams:
+    """Draw per-image augmentation parameters for a batch (see AugmentationConfig.sample)."""
+    if view not in (0, 1):
+        raise ValueError(f"view must be 0 or 1, got {view!r}")
+    if n <= 0:
+        raise ValueError(f"n must be a positive number of images, got {n}")
+    if generator is not None:
+        device = generator.device if device is None else torch.device(device)
+        if device.type != generator.device.type:
+            raise ValueError(f"the generator is on {generator.device} but the batch on {device}; "
+                             f"create it with torch.Generator(device={str(device)!r})")
+    image_size = image_size or (config.size, config.size)
+    c, g = config, generator
+
+    crop = sample_crop(n, image_size, c.crop_scale, c.crop_ratio, g, device)
+    flip = _bernoulli(n, c.flip_p, g, device)
+
+    jitter = _bernoulli(n, c.jitter_p, g, device)
+    order = torch.argsort(torch.rand(n, 4, generator=g, device=device), dim=1)  # a permutation per image
+    factors = {name: _uniform(n, max(0.0, 1 - s), 1 + s, g, device)
+               for name, s in (("brightness", c.brightness), ("contrast", c.contrast), ("saturation", c.saturation))}
+    hue = _uniform(n, -c.hue, c.hue, g, device)
+    # Without jitter the parameters say what was done: nothing (identity factors, order 0 1 2 3).
+    order = torch.where(jitter[:, None], order, torch.arange(4, device=order.device))
+    factors = {k: torch.where(jitter, v, torch.ones_like(v)) for k, v in factors.items()}
+    hue = torch.where(jitter, hue, torch.zeros_like(hue))
+
+    grayscale = _bernoulli(n, c.gray_p, g, device)
+    blur = _bernoulli(n, c.view_value("blur_p", view), g, device)
+    sigma = torch.where(blur, _uniform(n, c.blur_sigma[0], c.blur_sigma[1], g, device), torch.zeros(n, device=device))
+    solarize = _bernoulli(n, c.view_value("solarize_p", view), g, device)
+    return AugmentationParams(crop=crop, flip=flip, jitter=jitter, order=order, hue=hue, grayscale=grayscale,
+                              blur=blur, sigma=sigma, solarize=solarize, **factors)
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks
+# --------------------------------------------------------------------------------------------
+def check_images(images) -> None:
+    """Raise ValueError unless images is a (N, 3, H, W) uint8 tensor or a float tensor in [0, 1]."""
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"images must be a torch.Tensor (N, 3, H, W), got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(images.shape)}")
+    if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
+        raise ValueError(f"images must be uint8 (0-255) or float (0-1), got dtype {images.dtype}")
+    # A float range check needs the values on the host: done on CPU only (uint8 needs none).
+    if images.dtype.is_floating_point and images.device.type == "cpu" and images.numel():
+        low, high = float(images.min()), float(images.max())
+        if low < -1e-6 or high > 1 + 1e-6:
+            raise ValueError(f"float images must lie in [0, 1], got values in [{low:.3g}, {high:.3g}] "
+                             "(already normalised? pass the raw images)")
+
+
+def check_params(images: torch.Tensor, params: AugmentationParams) -> None:
+    if len(params) != images.shape[0]:
+        raise ValueError(f"params were sampled for a batch of {len(params)} images but images has "
+                         f"{images.shape[0]}; sample them with n=len(images)")
+    if params.device != images.device:
+        raise ValueError(f"params are on {params.device} but images on {images.device}; "
+                         "use params.to(images.device) or sample on the images' device")
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 0-255 -> float32 0-1; float -> float32."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
+
+# --------------------------------------------------------------------------------------------
+# Pure per-sample operations, (N, 3, H, W) float in [0, 1] in and out
+# --------------------------------------------------------------------------------------------
+def _col(values: torch.Tensor) -> torch.Tensor:
+    """(N,) -> (N, 1, 1, 1) to broadcast one value per image."""
+    return values.view(-1, 1, 1, 1).to(torch.float32)
+
+
+def resized_crop(images: torch.Tensor, crop: torch.Tensor, flip: torch.Tensor, size: int,
+                 interpolation: str = "bilinear") -> torch.Tensor:
+    """Crop each image to its box, resize to size x size, flip where asked: one grid_sample.
+
+    images (N, 3, H, W) float; crop (N, 4) top, left, height, width fractions; flip (N,) bool.
+    With align_corners=False, output pixel centres map linearly onto the box; the affine map for
+    one image, in grid_sample's [-1, 1] coordinates, is x_in = sx * x_out + tx with
+    sx = width (fraction) and tx = 2 * left + width - 1 (negated sx for a flip); same for y.
+    """
+    n = images.shape[0]
+    top, left, height, width = crop.float().unbind(dim=1)
+    sx = torch.where(flip, -width, width)
+    theta = torch.zeros(n, 2, 3, device=images.device)
+    theta[:, 0, 0], theta[:, 0, 2] = sx, 2 * left + width - 1
+    theta[:, 1, 1], theta[:, 1, 2] = height, 2 * top + height - 1
+    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
+    return F.grid_sample(images, grid, mode=interpolation, padding_mode="border", align_corners=False)
+
+
+def rgb_to_grayscale(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) -> (N, 1, H, W) luma 0.2989 R + 0.587 G + 0.114 B."""
+    r, g, b = images.unbind(dim=1)
+    return (GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b).unsqueeze(1)
+
+
+def _blend(a: torch.Tensor, b: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (_col(factor) * a + (1 - _col(factor)) * b).clamp_(0, 1)
+
+
+def adjust_brightness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Scale all channels by factor (N,); clamp to [0, 1]."""
+    return (images * _col(factor)).clamp_(0, 1)
+
+
+def adjust_contrast(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Blend each image with its mean grey level (a constant image) by factor (N,)."""
+    mean = rgb_to_grayscale(images).mean(dim=(1, 2, 3), keepdim=True)
+    return _blend(images, mean, factor)
+
+
+def adjust_saturation(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Blend each image with its own grayscale version by factor (N,)."""
+    return _blend(images, rgb_to_grayscale(images), factor)
+
+
+def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of each image by shift (N,) turns, keeping HSV value and saturation.
+
+    In HSV, with V = max(R, G, B), C = V - min(R, G, B) and the hue H in [0, 6), the channels are
+    V - C * clamp(min(k, 4 - k), 0, 1) with k = (n + H) mod 6 and n = 5, 3, 1 for R, G, B.
+    Rotating the hue adds 6 * shift to H: no detour through a full HSV image is needed.
+    """
+    r, g, b = images.unbind(dim=1)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
+    inv = 1.0 / torch.where(chroma > 0, chroma, 1.0)  # grey pixels (C = 0) keep any hue
+    # hue sector by the largest channel: R -> (G - B) / C, G -> 2 + (B - R) / C, B -> 4 + (R - G) / C
+    hue6 = torch.where(maxc == r, (g - b) * inv, torch.where(maxc == g, (b - r) * inv + 2, (r - g) * inv + 4))
+    hue6 += 6.0 * shift.float().view(-1, 1, 1)
+    channels = []
+    for n in (5.0, 3.0, 1.0):
+        k = torch.remainder(hue6 + n, 6.0)
+        channels.append(maxc - chroma * torch.minimum(k, 4.0 - k).clamp_(0, 1))
+    return torch.stack(channels, dim=1)
+
+
+def grayscale(images: torch.Tensor) -> torch.Tensor:
+    """Luma replicated on three channels (as RandomGrayscale)."""
+    return rgb_to_grayscale(images).expand_as(images)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Blur each image with its own sigma (N,) pixels: separable kernel, reflect padding, as torchvision."""
+    n, c, h, w = images.shape
+    half = (kernel_size - 1) * 0.5
+    x = torch.linspace(-half, half, kernel_size, device=images.device)
+    kernel = torch.exp(-0.5 * (x / sigma.float().view(-1, 1)) ** 2)
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (N*3, K)
+    pad = kernel_size // 2
+    out = F.pad(images.reshape(1, n * c, h, w), (pad, pad, pad, pad), mode="reflect")
+    out = F.conv2d(out, kernel.view(n * c, 1, kernel_size, 1), groups=n * c)  # vertical pass
+    out = F.conv2d(out, kernel.view(n * c, 1, 1, kernel_size), groups=n * c)  # horizontal pass
+    return out.view(n, c, h, w)
+
+
+def solarize(images: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Invert the pixels at or above threshold."""
+    return torch.where(images >= threshold, 1 - images, images)
+
+
+JITTER_FUNCTIONS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+
+
+def _compute_all(images: torch.Tensor) -> bool:
+    """Whether _where computes every image (GPU) rather than the selected subset (CPU)."""
+    return images.is_cuda
+
+
+def _where(mask: torch.Tensor, op, images: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+    """images[i] <- op(images[i], args[i]) for the images where mask[i], others unchanged.
+
+    On CUDA every image is computed and the result selected with torch.where: the GPU has work to
+    spare, and a data-dependent subset would force a host synchronisation. On CPU only the selected
+    subset is computed and written back in place (apply owns the tensor it passes here).
+    """
+    if _compute_all(images):
+        return torch.where(mask.view(-1, 1, 1, 1), op(images, *args), images)
+    index = mask.nonzero().squeeze(1)
+    if index.numel() > 0:
+        images[index] = op(images[index], *(a[index] for a in args))
+    return images
+
+
+# --------------------------------------------------------------------------------------------
+# Apply: the whole pipeline for a batch
+# --------------------------------------------------------------------------------------------
+def apply(images: torch.Tensor, params: AugmentationParams, config: Optional[AugmentationConfig] = None,
+          normalize: bool = True) -> torch.Tensor:
+    """Augment a batch with given parameters: a pure function (same inputs, same pixels).
+
+    images: (N, 3, H, W) uint8 (0-255) or float (0-1), on any device; params: N rows, same device.
+    Returns (N, 3, S, S) float32, S = config.size: normalised with config.mean/std if `normalize`,
+    else in [0, 1].
+    """
+    config = config or AugmentationConfig()
+    check_images(images)
+    check_params(images, params)
+    p = params
+    x = resized_crop(to_float(images), p.crop, p.flip, config.size, config.interpolation).clamp_(0, 1)
+
+    # Colour jitter: at step s each image runs its own op order[:, s] (a per-image random order).
+    for step in range(4):
+        for op_index, op in enumerate(JITTER_FUNCTIONS):
+            selected = p.jitter & (p.order[:, step] == op_index)
+            factor = getattr(p, JITTER_OPS[op_index])
+            x = _where(selected, op, x, factor)
+
+    x = _where(p.grayscale, grayscale, x)
+    if config.has_blur:
+        x = _where(p.blur, lambda im, s: gaussian_blur(im, s, config.kernel_size), x, p.sigma)
+    if config.has_solarize:
+        x = _where(p.solarize, lambda im: solarize(im, config.solarize_threshold), x)
+    return config.normalize(x) if normalize else x
+
+
+# --------------------------------------------------------------------------------------------
+# Encode: parameters -> the predictor's input vector
+# --------------------------------------------------------------------------------------------
+def raw_vector(params: AugmentationParams, config: AugmentationConfig) -> torch.Tensor:
+    """(N, P) float: the parameters in the official order, before standardisation."""
+    p = params
+    columns = [p.crop.float(), p.flip.float()[:, None], p.jitter.float()[:, None], p.order.float(),
+               p.brightness[:, None], p.contrast[:, None], p.saturation[:, None]]
+    if config.hue_encoding == "cyclic":  # the shift is an angle: +0.5 and -0.5 turns are the same hue
+        angle = 2 * math.pi * p.hue
+        columns.append(torch.stack([torch.cos(angle), torch.sin(angle)], dim=1))
+    else:
+        columns.append(p.hue[:, None])
+    columns.append(p.grayscale.float()[:, None])
+    if config.has_blur:
+        columns += [p.blur.float()[:, None], p.sigma[:, None]]
+    if config.has_solarize:
+        columns.append(p.solarize.float()[:, None])
+    return torch.cat([c.float() for c in columns], dim=1)
+
+
+def _config_key(config: AugmentationConfig) -> tuple:
+    return tuple((f.name, getattr(config, f.name)) for f in dataclasses.fields(config))
+
+
+@functools.lru_cache(maxsize=64)
+def _encoding_stats(key: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    config = AugmentationConfig(**dict(key))
+    generator = torch.Generator().manual_seed(0)
+    n = 1 << 15  # per view; the std of a mean over 2^16 draws is ~0.4% of a column's std
+    vectors = [raw_vector(config.sample(n, generator=generator, view=v), config) for v in (0, 1)]
+    vectors = torch.cat(vectors)
+    mean, std = vectors.mean(dim=0), vectors.std(dim=0)
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))  # a constant column stays 0 after centring
+    return mean, std
+
+
+def encoding_stats(config: AugmentationConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std (P,) of the raw vector, measured on 2 x 32768 draws of the config (both views)."""
+    return _encoding_stats(_config_key(config))
+
+
+def encode(params: AugmentationParams, config: AugmentationConfig, groups: Optional[Sequence[str]] = None) -> torch.Tensor:
+    """The predictor's input t: (N, P) float32, each column standardised (mean 0, std 1 over draws).
+
+    groups: names of the parameter groups the predictor may see (see config.layout()); the
+    others are set to 0, their mean. None keeps all.
+    """
+    mean, std = encoding_stats(config)
+    t = (raw_vector(params, config) - mean.to(params.device)) / std.to(params.device)
+    if groups is not None:
+        slices = config.encoded_groups()
+        unknown = set(groups) - set(slices)
+        if unknown:
+            raise ValueError(f"unknown parameter groups {sorted(unknown)}; this config has {list(slices)}")
+        keep = torch.zeros(t.shape[1], dtype=torch.bool, device=t.device)
+        for name in groups:
+            keep[slices[name]] = True
+        t = t * keep
+    return t
