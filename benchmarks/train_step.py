@@ -1,0 +1,430 @@
+"""Speed of a training step and of an epoch: EquiMod against baselines measured in the same run.
+
+    python benchmarks/train_step.py                         # --mode step: EquiMod / SimCLR s/step
+    python benchmarks/train_step.py --mode epoch            # per-image DataLoader / ours, s/epoch
+    python benchmarks/train_step.py --mode gpu-epoch --device cuda   # s per 50k-image epoch
+    bash benchmarks/gpu_check.sh                            # all GPU checks (GPU_CHECK_SMOKE=1: CPU)
+
+These are benchmarks, not tests: they print times and a ratio, both measured in this run, on this
+machine, with the same torch threads; nothing is compared with a number from elsewhere.
+
+--mode step (default). EquiMod costs one more image per pair (x_o, x_1, x_2 through the backbone
+    instead of x_1, x_2) plus g', p and u: 3 views against 2, so about 1.5x. Two
+    ``equimod_edu.train.Trainer`` objects (EquiMod on / off, otherwise the same config, backbone
+    and batch) time ``trainer.training_step(step, images)`` (augmentation, forward, loss,
+    backward, LARS step) after warm-up steps, alternating the two models block by block over
+    ``--repeats`` blocks of ``--steps`` steps; the median seconds/step of each is kept. On CUDA
+    each block is bracketed by ``torch.cuda.synchronize()``.
+    Last line: ``ratio=<EquiMod s/step / SimCLR s/step>`` (target <= 1.6).
+
+--mode epoch. The same EquiMod model (small ConvNet, CPU, batch 256) fed two ways:
+    * baseline, the official code's style: a ``torch.utils.data.Dataset`` over uint8 HWC arrays
+      that, per image, converts to PIL and returns x_o (ToTensor + Normalize) and two views from
+      RandomResizedCrop(32, scale (0.2, 1), bicubic) -> RandomHorizontalFlip -> RandomApply(
+      ColorJitter(0.4, 0.4, 0.4, 0.1), p 0.8) -> RandomGrayscale(0.2) -> ToTensor -> Normalize,
+      *with the parameters of each view*, through a ``DataLoader(batch_size=256, shuffle=True,
+      num_workers=2, drop_last=True)``; the main process turns the parameters into the predictor's
+      input and runs the same forward / loss / backward / LARS step as the Trainer.
+      ``--baseline-params capture`` (default): the views are made by the same torchvision
+      transforms called through their ``get_params`` + functional form, so the crop box, flip,
+      jitter on/off, jitter order and factors and grayscale are recorded per image (as the
+      official code does) and standardised exactly as ``AugmentationConfig.encode``.
+      ``--baseline-params zeros``: the plain ``transforms.Compose`` above, and t_1 = t_2 = zeros
+      of the right shape (cheaper for the baseline, so a conservative ratio).
+      Workers: 2. The reference machine has 2 cores, so the two workers share them with the main
+      process (which uses torch's intra-op threads); this is the set-up a 2-core user gets.
+      Each timed baseline epoch creates its DataLoader iterator (worker start-up included, as an
+      epoch without persistent workers does).
+    * ours: ``Trainer``'s device-resident path: the dataset lives on the device as one uint8
+      tensor, ``trainer.batch_indices(epoch)`` gives the epoch's batches, and
+      ``trainer.training_step`` augments each whole batch with the batched engine.
+    Both see the same ``--images`` images (random uint8, CIFAR-sized; an "epoch" is one pass,
+    ``images // 256`` steps). Epochs alternate baseline / ours over ``--repeats``; medians kept.
+    Last line: ``ratio=<baseline s/epoch / ours s/epoch>`` (target >= 2).
+
+--mode gpu-epoch. One ``Trainer`` (ResNet-18 CIFAR stem, SimCLR+EquiMod, paper heads, batch 512)
+    on ``--images`` random CIFAR-sized uint8 images (default 50,000) on the device. Times
+    ``--steps`` steps after ``--warmup`` steps (compile happens there) and extrapolates to one
+    50k-image epoch (images // batch steps). ``--setting fast``: bf16 autocast + channels_last +
+    torch.compile; ``--setting plain``: fp32, contiguous NCHW, eager. On CUDA one more step runs
+    under ``torch.cuda.set_sync_debug_mode("warn")`` and the number of host synchronisations is
+    printed (DESIGN.md section 3 asks for none inside a step).
+    Last line: ``seconds_per_epoch=<x>`` (target on one H100, fast: <= 3).
+
+Noise. On a small shared CPU (the 2-core reference machine with other jobs running), torch's
+default of 2 intra-op threads can make every small op wait for a descheduled OpenMP thread:
+measured there, a 64x3x32x32 clamp_ took 8-12 ms with 2 threads and 0.015 ms with 1, which
+makes the batched augmentation look ~50x slower than it is. Pass ``--threads 1`` on such a
+machine (both sides of a ratio run in this process with the same setting); on a quiet machine
+the default is fine. The spread (max - min) / median of the repeats is printed as the noise.
+
+equimod_edu.train imports tqdm for its progress bar; these benchmarks never show one. On a bare
+GPU machine without tqdm, a do-nothing stand-in is registered (``_ensure_tqdm``) so the import
+works; nothing is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.machinery
+import statistics
+import sys
+import tempfile
+import time
+import types
+import warnings
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run from anywhere without installing the package
+    sys.path.insert(0, str(REPO))
+
+
+def _ensure_tqdm() -> bool:
+    """Register a no-op ``tqdm.auto.tqdm`` if tqdm is not installed. True if the stand-in was used."""
+    try:
+        import tqdm.auto  # noqa: F401
+        return False
+    except ImportError:
+        pass
+
+    class NoBar:  # the few methods Trainer calls on a bar
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def update(self, n=1):
+            pass
+
+        def set_postfix(self, *args, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+        @staticmethod
+        def write(text, *args, **kwargs):
+            print(text)
+
+    tqdm_module, auto = types.ModuleType("tqdm"), types.ModuleType("tqdm.auto")
+    for module in (tqdm_module, auto):  # a spec: torch._dynamo calls importlib.util.find_spec("tqdm")
+        module.__spec__ = importlib.machinery.ModuleSpec(module.__name__, None)
+    tqdm_module.tqdm = auto.tqdm = NoBar
+    tqdm_module.auto = auto
+    sys.modules.update({"tqdm": tqdm_module, "tqdm.auto": auto})
+    return True
+
+
+TQDM_STUBBED = _ensure_tqdm()
+
+from equimod_edu.data import ImageDataset  # noqa: E402
+from equimod_edu.train import TrainConfig, Trainer  # noqa: E402
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers
+# --------------------------------------------------------------------------------------------
+def random_dataset(n: int, size: int = 32, seed: int = 0) -> ImageDataset:
+    """n random uint8 CIFAR-sized images (N, 3, size, size) with a dummy label column."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    return ImageDataset(images, {"label": torch.zeros(n, dtype=torch.int64)}, {}, "label")
+
+
+def make_trainer(args, dataset: ImageDataset, out_dir: str, equimod: bool = True, **overrides) -> Trainer:
+    """A Trainer on `dataset` with the CIFAR-10 augmentations; heads 512 wide for the ConvNet
+    (as the cpu-demo preset), the paper's 2048 otherwise."""
+    hidden = args.proj_hidden or (512 if args.backbone == "convnet" else 2048)
+    cfg = dict(dataset="cifar10", augment="cifar10", backbone=args.backbone, proj_hidden=hidden,
+               batch_size=args.batch, epochs=10, warmup_epochs=1, equimod=equimod, device=args.device,
+               progress=False, out_dir=out_dir, log_every=10**9, checkpoint_every=10**9)
+    cfg.update(overrides)
+    return Trainer(TrainConfig(**cfg), dataset=dataset)
+
+
+def synchronize(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_and_spread(values: list[float]) -> tuple[float, float]:
+    """Median and (max - min) / median, the spread quoted as the run's noise."""
+    mid = statistics.median(values)
+    return mid, (max(values) - min(values)) / mid
+
+
+def header(args) -> None:
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device} ({name}), "
+          f"backbone {args.backbone}, batch {args.batch}" + (", tqdm stand-in" if TQDM_STUBBED else ""))
+
+
+# --------------------------------------------------------------------------------------------
+# --mode step: EquiMod step / SimCLR step
+# --------------------------------------------------------------------------------------------
+def time_steps(trainer: Trainer, images: torch.Tensor, first_step: int, steps: int) -> float:
+    """Seconds per training_step over `steps` consecutive steps (device synchronised)."""
+    synchronize(trainer.device)
+    start = time.perf_counter()
+    for step in range(first_step, first_step + steps):
+        metrics = trainer.training_step(step, images)
+    float(metrics["loss"])  # the last step's result on the host
+    synchronize(trainer.device)
+    return (time.perf_counter() - start) / steps
+
+
+def mode_step(args) -> None:
+    header(args)
+    steps, repeats = args.steps or 5, args.repeats or 5
+    with tempfile.TemporaryDirectory() as tmp:
+        data = random_dataset(args.batch)
+        trainers = {name: make_trainer(args, data, f"{tmp}/{name}", equimod=(name == "equimod"))
+                    for name in ("equimod", "simclr")}
+        images = {name: t.data.images[: args.batch] for name, t in trainers.items()}  # on the device
+        for name, t in trainers.items():
+            time_steps(t, images[name], 0, args.warmup)
+        times = {name: [] for name in trainers}
+        for r in range(repeats):  # alternate, and swap who goes first, so slow moments hit both
+            for name in (("equimod", "simclr") if r % 2 == 0 else ("simclr", "equimod")):
+                times[name].append(time_steps(trainers[name], images[name], args.warmup + r * steps, steps))
+    result = {}
+    for name, label in (("simclr", "SimCLR  (2 views)"), ("equimod", "EquiMod (3 views)")):
+        mid, spread = median_and_spread(times[name])
+        result[name] = mid
+        print(f"{label}: {mid * 1e3:8.1f} ms/step  {args.batch / mid:8.0f} images/s  "
+              f"(median of {repeats} x {steps} steps; spread {spread:.0%}; "
+              f"all {', '.join(f'{x * 1e3:.0f}' for x in times[name])} ms)")
+    print(f"ratio={result['equimod'] / result['simclr']:.3f}")
+
+
+# --------------------------------------------------------------------------------------------
+# --mode epoch: the per-image torchvision DataLoader pipeline / the Trainer's batched path
+# --------------------------------------------------------------------------------------------
+class OfficialStyleDataset(torch.utils.data.Dataset):
+    """Per-image pipeline over uint8 (N, H, W, 3) arrays: x_o, (x_1, t_1), (x_2, t_2).
+
+    t_k is the raw parameter row in ``equimod_edu.augment.raw_vector``'s layout (crop as
+    fractions, flip, jitter, order x4, brightness, contrast, saturation, hue, grayscale: 15
+    values), or zeros with ``capture=False`` (then the views come from the plain Compose).
+    """
+
+    def __init__(self, images_hwc, aug, capture: bool = True):
+        from torchvision import transforms as T
+
+        self.images, self.aug, self.capture, self.T = images_hwc, aug, capture, T
+        self.to_tensor = T.Compose([T.ToTensor(), T.Normalize(aug.mean, aug.std)])
+        self.jitter = T.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue)
+        self.compose = T.Compose([
+            T.RandomResizedCrop(aug.size, scale=aug.crop_scale, ratio=aug.crop_ratio,
+                                interpolation=T.InterpolationMode.BICUBIC),
+            T.RandomHorizontalFlip(aug.flip_p),
+            T.RandomApply([self.jitter], p=aug.jitter_p),
+            T.RandomGrayscale(aug.gray_p),
+            self.to_tensor,
+        ])
+
+    def __len__(self):
+        return len(self.images)
+
+    def view_with_params(self, image):
+        """The Compose above, spelled out with get_params so every parameter is recorded."""
+        T, F, aug = self.T, self.T.functional, self.aug
+        width, height = image.size
+        top, left, h, w = T.RandomResizedCrop.get_params(image, aug.crop_scale, aug.crop_ratio)
+        image = F.resized_crop(image, top, left, h, w, [aug.size, aug.size], T.InterpolationMode.BICUBIC)
+        flip = torch.rand(1).item() < aug.flip_p
+        if flip:
+            image = F.hflip(image)
+        jitter = torch.rand(1).item() < aug.jitter_p
+        order, factors = [0, 1, 2, 3], [1.0, 1.0, 1.0, 0.0]
+        if jitter:
+            order, *factors = T.ColorJitter.get_params(self.jitter.brightness, self.jitter.contrast,
+                                                       self.jitter.saturation, self.jitter.hue)
+            ops = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, F.adjust_hue)
+            for op_index in order.tolist():
+                image = ops[op_index](image, factors[op_index])
+            order = order.tolist()
+        gray = torch.rand(1).item() < aug.gray_p
+        if gray:
+            image = F.rgb_to_grayscale(image, num_output_channels=3)
+        t = torch.tensor([top / height, left / width, h / height, w / width, flip, jitter, *order,
+                          *factors, gray], dtype=torch.float32)
+        return self.to_tensor(image), t
+
+    def __getitem__(self, index):
+        from PIL import Image
+
+        image = Image.fromarray(self.images[index])
+        x_o = self.to_tensor(image)
+        if self.capture:
+            (x_1, t_1), (x_2, t_2) = self.view_with_params(image), self.view_with_params(image)
+        else:
+            x_1, x_2 = self.compose(image), self.compose(image)
+            t_1 = t_2 = torch.zeros(self.aug.encoded_dim)
+        return x_o, x_1, x_2, t_1, t_2
+
+
+def baseline_epoch(trainer: Trainer, loader, first_step: int, capture: bool) -> float:
+    """Seconds for one pass of `loader`, each batch trained on by `trainer`'s step."""
+    from equimod_edu.augment import encoding_stats
+
+    mean, std = encoding_stats(trainer.aug)
+    step = first_step
+    start = time.perf_counter()
+    for x_o, x_1, x_2, t_1, t_2 in loader:  # a new iterator: worker start-up counts, as each epoch
+        if capture:  # standardise the captured raw rows exactly as AugmentationConfig.encode does
+            t_1, t_2 = (t_1 - mean) / std, (t_2 - mean) / std
+        views = [x.to(trainer.device) for x in (x_o, x_1, x_2)]
+        if trainer.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        batch = (*views, t_1.to(trainer.device), t_2.to(trainer.device))
+        trainer.make_views = lambda images, step, batch=batch: batch  # the loader made the views
+        metrics = trainer.training_step(step, batch[0])
+        step += 1
+    float(metrics["loss"])
+    synchronize(trainer.device)
+    return time.perf_counter() - start
+
+
+def ours_epoch(trainer: Trainer, epoch: int) -> float:
+    """Seconds for one epoch of the Trainer's device-resident path (as Trainer.epochs runs it)."""
+    synchronize(trainer.device)
+    start = time.perf_counter()
+    indices = trainer.batch_indices(epoch)
+    for i in range(trainer.steps_per_epoch):
+        metrics = trainer.training_step(epoch * trainer.steps_per_epoch + i, trainer.data.images[indices[i]])
+    float(metrics["loss"])
+    synchronize(trainer.device)
+    return time.perf_counter() - start
+
+
+def mode_epoch(args) -> None:
+    header(args)
+    repeats, capture = args.repeats or 3, args.baseline_params == "capture"
+    data = random_dataset(args.images)
+    images_hwc = data.images.permute(0, 2, 3, 1).contiguous().numpy()  # the same images, HWC
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = make_trainer(args, data, f"{tmp}/ours")
+        base = make_trainer(args, data, f"{tmp}/base")
+        loader = torch.utils.data.DataLoader(
+            OfficialStyleDataset(images_hwc, base.aug, capture), batch_size=args.batch, shuffle=True,
+            num_workers=args.workers, drop_last=True)
+        steps = len(data) // args.batch
+        warm = data.images[: args.batch]
+        for t in (ours, base):  # warm-up: allocator, the encoding statistics cache
+            time_steps(t, warm, 0, args.warmup)
+        times = {"base": [], "ours": []}
+        for r in range(repeats):
+            for name in (("base", "ours") if r % 2 == 0 else ("ours", "base")):
+                if name == "base":
+                    times[name].append(baseline_epoch(base, loader, args.warmup + r * steps, capture))
+                else:
+                    times[name].append(ours_epoch(ours, r + 1))
+    n = steps * args.batch
+    print(f"{n} images per epoch ({steps} steps of {args.batch}); baseline: DataLoader num_workers="
+          f"{args.workers}, parameters {args.baseline_params}")
+    result = {}
+    for name, label in (("base", "baseline (per-image PIL DataLoader)"), ("ours", "ours (batched, on device)  ")):
+        mid, spread = median_and_spread(times[name])
+        result[name] = mid
+        print(f"{label}: {mid:7.2f} s/epoch  {n / mid:7.0f} images/s  (median of {repeats}; "
+              f"spread {spread:.0%}; all {', '.join(f'{x:.2f}' for x in times[name])} s)")
+    print(f"ratio={result['base'] / result['ours']:.3f}")
+
+
+# --------------------------------------------------------------------------------------------
+# --mode gpu-epoch: seconds per 50k-image EquiMod epoch, fast or plain settings
+# --------------------------------------------------------------------------------------------
+def count_host_syncs(trainer: Trainer, images: torch.Tensor, step: int) -> tuple[int, str]:
+    """Host synchronisations during one training step (CUDA only), and the first message."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            trainer.training_step(step, images)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
+    return len(syncs), (syncs[0].splitlines()[0] if syncs else "")
+
+
+def mode_gpu_epoch(args) -> None:
+    header(args)
+    fast = args.setting == "fast"
+    settings = dict(precision="bf16" if fast else "fp32", channels_last=fast, compile=fast)
+    print(f"setting {args.setting}: {settings}; TF32 matmul {torch.backends.cuda.matmul.allow_tf32}, "
+          f"cudnn TF32 {torch.backends.cudnn.allow_tf32}")
+    data = random_dataset(args.images)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        trainer = make_trainer(args, data, f"{tmp}/run", epochs=800, warmup_epochs=10, **settings)
+        steps_per_epoch = trainer.steps_per_epoch
+        timed = min(args.steps or steps_per_epoch, steps_per_epoch)
+        indices = trainer.batch_indices(0)
+
+        def batch(step):  # as Trainer.epochs: a gather from the device-resident dataset
+            return trainer.data.images[indices[step % steps_per_epoch]]
+
+        synchronize(trainer.device)
+        print(f"set-up (model, {len(data)} images to {trainer.device}): {time.perf_counter() - start:.1f} s")
+        start = time.perf_counter()
+        for step in range(args.warmup):
+            float(trainer.training_step(step, batch(step))["loss"])
+        print(f"warm-up ({args.warmup} steps{', compile included' if fast else ''}): "
+              f"{time.perf_counter() - start:.1f} s")
+        synchronize(trainer.device)
+        start = time.perf_counter()
+        for step in range(args.warmup, args.warmup + timed):
+            metrics = trainer.training_step(step, batch(step))
+        loss = float(metrics["loss"])
+        synchronize(trainer.device)
+        per_step = (time.perf_counter() - start) / timed
+        if trainer.device.type == "cuda":
+            count, first = count_host_syncs(trainer, batch(0), args.warmup + timed)
+            print(f"host synchronisations in one step: {count}" + (f" (first: {first})" if count else ""))
+            print(f"peak GPU memory: {torch.cuda.max_memory_allocated(trainer.device) / 2**30:.1f} GiB")
+    epoch = per_step * steps_per_epoch
+    print(f"{timed} timed steps of {args.batch} (loss {loss:.3f}): {per_step * 1e3:.1f} ms/step, "
+          f"{args.batch / per_step:,.0f} images/s")
+    print(f"EquiMod {args.backbone} epoch of {steps_per_epoch * args.batch} images ({steps_per_epoch} steps, "
+          f"{'extrapolated from ' + str(timed) + ' steps' if timed < steps_per_epoch else 'measured'}): "
+          f"{epoch:.2f} s")
+    print(f"seconds_per_epoch={epoch:.3f}")
+
+
+# --------------------------------------------------------------------------------------------
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("step", "epoch", "gpu-epoch"), default="step")
+    parser.add_argument("--device", default=None, help="cpu | cuda[:i] (default: cpu; cuda for gpu-epoch)")
+    parser.add_argument("--backbone", default=None, choices=("convnet", "resnet18", "resnet50"),
+                        help="default: convnet on CPU, resnet18 on CUDA")
+    parser.add_argument("--batch", type=int, default=None, help="default: 256 (512 for gpu-epoch)")
+    parser.add_argument("--proj-hidden", type=int, default=None, help="head width (default 512 convnet, 2048 else)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="step: steps per timed block (5); gpu-epoch: timed steps (default a whole epoch)")
+    parser.add_argument("--repeats", type=int, default=None, help="alternating blocks/epochs (step 5, epoch 3)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (2; gpu-epoch 3)")
+    parser.add_argument("--images", type=int, default=None, help="epoch: 2048; gpu-epoch: 50000")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads of this process (default: torch's choice)")
+    parser.add_argument("--workers", type=int, default=2, help="epoch: baseline DataLoader workers")
+    parser.add_argument("--baseline-params", choices=("capture", "zeros"), default="capture")
+    parser.add_argument("--setting", choices=("fast", "plain"), default="fast",
+                        help="gpu-epoch: fast = bf16 + channels_last + compile; plain = fp32, NCHW, eager")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    gpu_epoch = args.mode == "gpu-epoch"
+    args.device = args.device or ("cuda" if gpu_epoch and torch.cuda.is_available() else "cpu")
+    args.backbone = args.backbone or ("resnet18" if args.device.startswith("cuda") else "convnet")
+    args.batch = args.batch or (512 if gpu_epoch else 256)
+    args.warmup = args.warmup if args.warmup is not None else (3 if gpu_epoch else 2)
+    args.images = args.images or (50_000 if gpu_epoch else 2048)
+    {"step": mode_step, "epoch": mode_epoch, "gpu-epoch": mode_gpu_epoch}[args.mode](args)
+
+
+if __name__ == "__main__":
+    main()

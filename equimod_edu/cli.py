@@ -1,0 +1,266 @@
+"""The `equimod-edu` command line: demo, gallery, train, evaluate, compare.
+
+    equimod-edu demo                               # the main job (`make demo`)
+    equimod-edu gallery                            # the augmentation engine, as a figure
+    equimod-edu compare --variants simclr,equimod --seeds 0,1,2 --out runs/headline
+    equimod-edu evaluate runs/equimod
+    equimod-edu train --preset cpu-demo --out runs/equimod
+    equimod-edu train --preset cpu-demo --no-equimod --out runs/simclr
+    equimod-edu train --out runs/equimod --resume
+    torchrun --nproc_per_node=2 -m equimod_edu.cli train --preset cpu-demo --out runs/ddp
+
+Every TrainConfig field is a flag (`--batch-size 128`, `--hue-encoding cyclic`,
+`--augment-overrides hue=0.5,gray_p=0`, `--param-groups crop,hue`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+import typing
+from pathlib import Path
+
+from . import __version__
+
+
+# --------------------------------------------------------------------------------------------
+# Config fields as flags
+# --------------------------------------------------------------------------------------------
+def _parse_overrides(text: str) -> dict:
+    """'hue=0.5,gray_p=0' -> {'hue': 0.5, 'gray_p': 0}; values parsed as JSON where they can be."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        if "=" not in item:
+            raise argparse.ArgumentTypeError(f"expected key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _optional(cast):
+    return lambda text: None if text.lower() in ("none", "") else cast(text)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_class) -> None:
+    """One --flag per dataclass field, typed from its annotation; default None = 'not given'."""
+    hints = typing.get_type_hints(config_class)
+    for f in dataclasses.fields(config_class):
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        base = next((a for a in args if a is not type(None)), hint) if args else hint
+        if base is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        elif base is dict:
+            parser.add_argument(flag, dest=f.name, type=_parse_overrides, default=None, metavar="K=V,...")
+        elif base is tuple:
+            parser.add_argument(flag, dest=f.name, default=None, metavar="A,B,...",
+                                type=_optional(lambda s: tuple(filter(None, s.split(",")))))
+        else:
+            parser.add_argument(flag, dest=f.name, type=_optional(base) if args else base, default=None)
+
+
+def _given(args, config_class) -> dict:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)
+            if getattr(args, f.name, None) is not None}
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from .train import CHECKPOINT_NAME, NonFiniteLossError, TrainConfig, Trainer, load_checkpoint
+
+    overrides = _given(args, TrainConfig)
+    if args.out:
+        overrides["out_dir"] = args.out
+    if args.resume:
+        out_dir = Path(overrides.get("out_dir", TrainConfig().out_dir))
+        saved = load_checkpoint(out_dir / CHECKPOINT_NAME)["config"] if (out_dir / CHECKPOINT_NAME).exists() else None
+        if saved is None:
+            print(f"error: --resume: no checkpoint at {out_dir / CHECKPOINT_NAME}", file=sys.stderr)
+            return 2
+        cfg = TrainConfig.from_dict({**saved, **overrides})
+    else:
+        cfg = TrainConfig.preset(args.preset, **overrides)
+    try:
+        cfg.validate()
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(cfg.to_dict()))  # the resolved config, first (also saved as config.json)
+    start = time.perf_counter()
+    try:
+        trainer = Trainer(cfg, resume=args.resume)
+        for metrics in trainer.epochs():
+            shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+            if trainer.is_main:
+                print(json.dumps({"epoch_end": shown["epoch"] if "epoch" in shown else metrics["epoch"], **shown}),
+                      flush=True)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    if trainer.is_main:
+        print(f"{trainer.stop_reason} after {time.perf_counter() - start:.1f} s; run folder: {cfg.out_dir}")
+    return 0
+
+
+def cmd_gallery(args) -> int:
+    """The augmentation engine on the shipped dataset: a gallery figure and parameter vectors."""
+    import torch
+
+    from .augment import AugmentationConfig
+    from .data import synthetic
+    from .explore import column_names, describe_params, use_headless_backend, views_gallery
+
+    use_headless_backend()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    data = synthetic("train")
+    print(f"synthetic dataset: {len(data)} train images {tuple(data.images.shape[1:])} uint8, labels "
+          f"{sorted(data.labels)} (built or loaded in {time.perf_counter() - start:.1f} s)")
+    config = AugmentationConfig.synthetic()
+    images = data.images[:6]
+    fig = views_gallery(images, config, seed=args.seed)
+    fig.savefig(out / "gallery.png", dpi=130)
+    generator = torch.Generator().manual_seed(args.seed)
+    params = config.sample(len(images), tuple(images.shape[-2:]), generator)
+    print(f"\nencoded parameter vectors t of view 1 (standardised), {config.encoded_dim} columns:")
+    print("    " + " ".join(f"{name[:6]:>6}" for name in column_names(config)))
+    for i, row in enumerate(config.encode(params)):
+        print(f"{i:>3} " + " ".join(f"{v:6.2f}" for v in row.tolist()) + f"   {describe_params(params, i)}")
+    print(f"gallery: {out / 'gallery.png'}")
+    return 0
+
+
+def _seeds(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
+def cmd_compare(args) -> int:
+    """Train and evaluate variants over seeds; print the mean +- std table."""
+    from .compare import VARIANTS, compare, table_markdown
+    from .explore import use_headless_backend
+
+    use_headless_backend()
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        print(f"error: unknown variants {unknown}; choose from {sorted(VARIANTS)}", file=sys.stderr)
+        return 2
+    result = compare(variants, _seeds(args.seeds), args.out, preset=args.preset, overrides=args.overrides or {},
+                     fast_eval=not args.full_eval, progress=not args.no_progress)
+    print("\n" + table_markdown(result["summary"]))
+    print(f"\nwall time {result['wall_seconds']:.0f} s")
+    print(f"{Path(args.out) / 'comparison.json'}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """The main job: SimCLR and SimCLR+EquiMod on the shipped dataset, evaluated with random init."""
+    from .compare import METRICS, compare, table_markdown
+    from .explore import use_headless_backend
+
+    use_headless_backend()
+    start = time.perf_counter()
+    out = Path(args.out)
+    cmd_gallery(argparse.Namespace(out=str(out), seed=args.seed))
+    print("\ntraining SimCLR and SimCLR+EquiMod (preset cpu-demo, same backbone, budget and seed), "
+          "then evaluating both and a random-init backbone on held-out images...")
+    result = compare(["simclr", "equimod"], [args.seed], out, preset="cpu-demo", overrides=args.overrides or {},
+                     progress=not args.no_progress)
+    print("\n" + table_markdown(result["summary"]))
+    print("\n" + "\n".join(f"  {name}: {text}" for name, text in METRICS.items()))
+    report = {name: runs[str(args.seed)] for name, runs in result["runs"].items()}
+    report.update(wall_seconds=time.perf_counter() - start, seed=args.seed, preset="cpu-demo",
+                  metrics=METRICS, table=table_markdown(result["summary"]))
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(f"\nwall time {report['wall_seconds']:.0f} s; figure {out / 'comparison.png'}")
+    print(f"{out / 'report.json'}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    """Evaluate a run: probes, kNN, equivariance metrics; report.json, report.md and figures."""
+    from .evaluate import evaluate_run, report_markdown, write_report
+    from .explore import use_headless_backend
+
+    use_headless_backend()
+    run_dir = Path(args.run_dir)
+    try:
+        report = evaluate_run(run_dir, fast=args.fast, sgd_epochs=args.sgd_epochs, seed=args.seed)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else run_dir / "eval"
+    write_report(report, out)
+    print(report_markdown(report))
+    print(f"{out / 'report.json'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="equimod-edu", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"equimod_edu {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="the main job: random init vs SimCLR vs SimCLR+EquiMod on the shipped dataset")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--overrides", type=_parse_overrides, default=None, metavar="K=V,...",
+                      help="TrainConfig overrides for both models, e.g. epochs=1,train_subset=2000")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    gallery = sub.add_parser("gallery", help="the augmentation engine: two views of a few images and their parameters")
+    gallery.add_argument("--out", default="runs/gallery")
+    gallery.add_argument("--seed", type=int, default=0)
+    gallery.set_defaults(func=cmd_gallery)
+
+    ev = sub.add_parser("evaluate", help="evaluate a trained run (probes, kNN, equivariance metrics)")
+    ev.add_argument("run_dir")
+    ev.add_argument("--out", default=None, help="report folder (default RUN_DIR/eval)")
+    ev.add_argument("--fast", action="store_true", help="smaller evaluation sizes (a quick CPU check)")
+    ev.add_argument("--sgd-epochs", type=int, default=None, help="also the paper's SGD linear evaluation (90; GPU)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.set_defaults(func=cmd_evaluate)
+
+    comp = sub.add_parser("compare", help="train and evaluate variants over several seeds (mean +- std)")
+    comp.add_argument("--variants", default="simclr,equimod")
+    comp.add_argument("--seeds", default="0,1,2")
+    comp.add_argument("--out", default="runs/compare")
+    comp.add_argument("--preset", default="cpu-demo")
+    comp.add_argument("--overrides", type=_parse_overrides, default=None, metavar="K=V,...")
+    comp.add_argument("--full-eval", action="store_true", help="the FULL evaluation sizes (slower)")
+    comp.add_argument("--no-progress", action="store_true")
+    comp.set_defaults(func=cmd_compare)
+
+    train = sub.add_parser("train", help="train SimCLR / BYOL with or without EquiMod")
+    train.add_argument("--preset", default="cpu-demo", choices=sorted(TrainConfig.PRESETS))
+    train.add_argument("--out", default=None, help="run folder (same as --out-dir)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    add_config_flags(train, TrainConfig)
+    train.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

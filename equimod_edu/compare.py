@@ -1,0 +1,189 @@
+"""Compare methods honestly: train each variant on the same budget and seeds, evaluate, tabulate.
+
+    equimod-edu demo                                       # the main job: random init vs SimCLR vs EquiMod
+    equimod-edu compare --variants simclr,equimod,equimod-mlp-cyclic --seeds 0,1,2 --out runs/headline
+
+Each (variant, seed) trains with `train.Trainer` into OUT/<variant>-s<seed>/ (a finished run is
+reused, an interrupted one resumed) and is evaluated with `evaluate.evaluate_run`; the random-init
+baseline (the same architecture, untrained) is evaluated for each seed too. The summary holds the
+mean and standard deviation over seeds of each headline metric.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .train import CHECKPOINT_NAME, TrainConfig, Trainer, load_checkpoint
+
+#: Named variants: overrides of the preset. The paper's module is "equimod"; "equimod-mlp-cyclic"
+#: is the change this project measured (an MLP predictor and a (cos, sin) hue code).
+VARIANTS = {
+    "simclr": dict(base="simclr", equimod=False),
+    "equimod": dict(base="simclr", equimod=True),
+    "equimod-mlp-cyclic": dict(base="simclr", equimod=True, predictor_depth=1, hue_encoding="cyclic"),
+    "byol": dict(base="byol", equimod=False),
+    "byol-equimod": dict(base="byol", equimod=True),
+    "byol-equimod-mlp-cyclic": dict(base="byol", equimod=True, predictor_depth=1, hue_encoding="cyclic"),
+}
+
+#: Headline metrics: name -> (description, higher is better).
+METRICS = {
+    "shape_acc": "linear probe on frozen h, target label (shape)",
+    "colour_acc": "linear probe on frozen h, colour label",
+    "knn_acc": "weighted 200-NN on frozen h, target label",
+    "colour_knn": "weighted 200-NN on frozen h, colour label",
+    "equivariance_gain": "cos(y, y_hat) - cos(y, y_o), own module (post-hoc for baselines)",
+    "mrr": "retrieval of the true view by the prediction, MRR (post-hoc for baselines)",
+    "hit1": "same, Hit@1",
+    "posthoc_gain": "gain of a post-hoc predictor on standardised h (same for every model)",
+    "posthoc_mrr": "MRR of that post-hoc predictor",
+    "param_r2": "mean R^2 of linear probes for the continuous augmentation parameters from [h_o; h_view]",
+    "hue_r2": "R^2 of the probe for the hue shift",
+    "hue_sensitivity": "drop of cos(y, y_hat) when the hue columns of t are permuted (own module)",
+}
+
+
+def _get(report: Optional[dict], *keys, default=None):
+    for key in keys:
+        if not isinstance(report, dict) or report.get(key) is None:
+            return default
+        report = report[key]
+    return report
+
+
+def headline(report: dict) -> dict:
+    """The flat headline metrics of one evaluation report (evaluate.evaluate_run's dict)."""
+    target = report["target"]
+    own = report.get("equivariance")
+    posthoc = report.get("equivariance_posthoc")
+    scored = own if own is not None else posthoc
+    probes = report.get("augmentation_probes") or {}
+    r2 = [p["value"] for p in probes.values() if p and p["metric"] == "r2"]
+    return {
+        "shape_acc": _get(report, "labels", target, "value"),
+        "colour_acc": _get(report, "labels", "colour", "value"),
+        "knn_acc": _get(report, "knn", target),
+        "colour_knn": _get(report, "knn", "colour"),
+        "equivariance_gain": _get(scored, "gain"),
+        "mrr": _get(scored, "retrieval", "mrr"),
+        "hit1": _get(scored, "retrieval", "hit@1"),
+        "posthoc_gain": _get(posthoc, "gain"),
+        "posthoc_mrr": _get(posthoc, "retrieval", "mrr"),
+        "param_r2": sum(r2) / len(r2) if r2 else None,
+        "hue_r2": _get(probes, "hue", "value"),
+        "hue_sensitivity": _get(report, "sensitivity", "hue"),
+    }
+
+
+def _mean_std(values: Sequence[Optional[float]]) -> Optional[dict]:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return None
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std, "n": len(values)}
+
+
+def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict[str, Optional[dict]]]:
+    """{variant: {seed: headline}} -> {variant: {metric: {"mean", "std", "n"}}} (std over seeds)."""
+    return {variant: {m: _mean_std([h[m] for h in by_seed.values()]) for m in METRICS}
+            for variant, by_seed in runs.items()}
+
+
+def table_markdown(summary: dict, metrics: Sequence[str] = tuple(METRICS)) -> str:
+    """A markdown table, one row per variant, mean +- std (n seeds) per metric."""
+    metrics = [m for m in metrics if any(summary[v].get(m) for v in summary)]
+    lines = ["| model | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for variant, row in summary.items():
+        cells = []
+        for m in metrics:
+            s = row.get(m)
+            cells.append("n/a" if s is None else (f"{s['mean']:.3f}" + (f" ± {s['std']:.3f}" if s["n"] > 1 else "")))
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def comparison_figure(summary: dict, metrics: Sequence[str] = ("shape_acc", "colour_acc", "knn_acc", "colour_knn")):
+    """Grouped bars (mean, error bar = std over seeds) of the probe metrics per variant."""
+    import matplotlib.pyplot as plt
+
+    variants = list(summary)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(metrics) * max(1, len(variants)) / 3, 3.6))
+    width = 0.8 / len(variants)
+    for i, variant in enumerate(variants):
+        means = [(summary[variant].get(m) or {}).get("mean", float("nan")) for m in metrics]
+        stds = [(summary[variant].get(m) or {}).get("std", 0.0) for m in metrics]
+        ax.bar([j + i * width for j in range(len(metrics))], means, width, yerr=stds, label=variant, capsize=3)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics)
+    ax.set_ylabel("accuracy on held-out images")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("What the frozen representation keeps (mean ± std over seeds)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def train_variant(variant: str, seed: int, out_dir: Path, preset: str, overrides: dict, progress: bool) -> Path:
+    """Train one (variant, seed) into out_dir/<variant>-s<seed>/; reuse it if finished, resume if not."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
+    run_dir = Path(out_dir) / f"{variant}-s{seed}"
+    cfg = TrainConfig.preset(preset, **{**overrides, **VARIANTS[variant], "seed": seed, "out_dir": str(run_dir),
+                                        "progress": progress})
+    checkpoint = run_dir / CHECKPOINT_NAME
+    resume = checkpoint.exists()
+    if resume and load_checkpoint(checkpoint).get("stop_reason") == "finished":
+        return run_dir
+    Trainer(cfg, resume=resume).run()
+    return run_dir
+
+
+def compare(variants: Sequence[str], seeds: Sequence[int], out_dir, preset: str = "cpu-demo",
+            overrides: Optional[dict] = None, fast_eval: bool = True, random_init: bool = True,
+            progress: bool = True, log=print) -> dict:
+    """Train and evaluate every (variant, seed); returns {"runs", "summary", "wall_seconds", ...}.
+
+    Writes OUT/comparison.json, OUT/comparison.md and OUT/comparison.png.
+    """
+    from .evaluate import evaluate_random_init, evaluate_run, write_report
+
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    overrides = dict(overrides or {})
+    runs: dict[str, dict[int, dict]] = {}
+    seconds: dict[str, float] = {}
+    for seed in seeds:
+        if random_init:
+            # the backbone every variant starts from, untrained (scored with a post-hoc predictor)
+            cfg = TrainConfig.preset(preset, **{**overrides, **VARIANTS[variants[0]], "equimod": False, "seed": seed})
+            tic = time.perf_counter()
+            report = evaluate_random_init(cfg, fast=fast_eval, seed=seed)
+            write_report(report, out_dir / f"random-s{seed}" / "eval")
+            runs.setdefault("random", {})[seed] = headline(report)
+            seconds[f"random-s{seed}"] = time.perf_counter() - tic
+        for variant in variants:
+            tic = time.perf_counter()
+            run_dir = train_variant(variant, seed, out_dir, preset, overrides, progress)
+            trained = time.perf_counter()
+            report = evaluate_run(run_dir, fast=fast_eval, seed=seed)
+            write_report(report, run_dir / "eval")
+            runs.setdefault(variant, {})[seed] = headline(report)
+            seconds[f"{variant}-s{seed}"] = time.perf_counter() - tic
+            log(f"{variant} seed {seed}: trained in {trained - tic:.0f} s, evaluated in "
+                f"{time.perf_counter() - trained:.0f} s: " +
+                ", ".join(f"{k} {v:.3f}" for k, v in runs[variant][seed].items() if v is not None))
+    summary = summarize(runs)
+    result = {"preset": preset, "overrides": overrides, "variants": list(variants), "seeds": list(seeds),
+              "fast_eval": fast_eval, "runs": {v: {str(s): h for s, h in r.items()} for v, r in runs.items()},
+              "summary": summary, "metrics": METRICS, "seconds": seconds,
+              "wall_seconds": time.perf_counter() - start}
+    (out_dir / "comparison.json").write_text(json.dumps(result, indent=2))
+    (out_dir / "comparison.md").write_text(table_markdown(summary) + "\n")
+    fig = comparison_figure(summary)
+    fig.savefig(out_dir / "comparison.png", dpi=130)
+    return result

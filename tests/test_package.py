@@ -1,0 +1,65 @@
+"""The package as a whole: install metadata, the conda file, the main job, the CLI."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+import equimod_edu
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_environment_yml_installs_the_package_and_lists_no_second_set_of_dependencies():
+    text = (REPO / "environment.yml").read_text()
+    lines = [line.split("#")[0].strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    pip_items = [line[2:].strip() for line in lines if line.startswith("- ") and line[2:].strip().startswith("-e")]
+    assert pip_items == ['-e ".[test]"'], "environment.yml must install this package with pip"
+    after = lines[lines.index("dependencies:") + 1:]
+    conda_deps = [line[2:].strip() for line in after if line.startswith("- ") and not line[2:].strip().startswith("-e")]
+    # only python and pip come from conda; everything else from pyproject.toml
+    assert all(re.match(r"^(python(=[\d.]+)?|pip|pip:)$", dep) for dep in conda_deps), conda_deps
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    python = re.search(r"python=([\d.]+)", text).group(1)
+    minimum = pyproject["project"]["requires-python"].lstrip(">=")
+    assert tuple(map(int, python.split("."))) >= tuple(map(int, minimum.split(".")))
+
+
+def test_dependencies_are_ranges_that_admit_the_ci_wheels():
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~ \[]", d)[0].lower() for d in deps}
+    assert {"torch", "torchvision", "jupyterlab", "ipywidgets", "matplotlib", "scikit-learn", "umap-learn",
+            "tqdm"} <= names
+    assert not [d for d in deps if "==" in d], "pin nothing exactly: notebooks should survive upgrades"
+    from packaging.specifiers import SpecifierSet
+    spec = {re.split(r"[<>=!~ ]", d)[0]: SpecifierSet(d[len(re.split(r"[<>=!~ ]", d)[0]):]) for d in deps}
+    assert "2.14.1" in spec["torch"] and "0.29.1" in spec["torchvision"]
+
+
+def test_version_is_single_sourced():
+    from importlib.metadata import version
+    assert version("equimod_edu") == equimod_edu.__version__
+
+
+def test_the_gallery_command_saves_a_figure_and_prints_parameter_vectors(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "equimod_edu.cli", "gallery", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "gallery.png").stat().st_size > 10_000
+    rows = [line for line in done.stdout.splitlines() if re.match(r"^\s+\d+\s+-?\d+\.\d\d", line)]
+    assert len(rows) == 6 and all(len(re.findall(r"-?\d+\.\d\d", r.split("crop")[0])) == 15 for r in rows)
+
+
+def test_cli_help_lists_every_command():
+    done = subprocess.run([sys.executable, "-m", "equimod_edu.cli", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    for command in ("demo", "gallery", "train", "evaluate", "compare"):
+        assert command in done.stdout

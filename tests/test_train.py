@@ -1,0 +1,323 @@
+"""The trainer: optimiser and schedule, config checks, run files, checkpoints, resume, failures."""
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from equimod_edu import train as train_module
+from equimod_edu.data import ImageDataset
+from equimod_edu.optim import LARS, lars_param_groups, warmup_cosine
+from equimod_edu.train import NonFiniteLossError, TrainConfig, Trainer, load_checkpoint, load_model
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_dataset(n=64, size=16, seed=0) -> ImageDataset:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    return ImageDataset(images, {"label": torch.arange(n) % 4}, {"label": ["a", "b", "c", "d"]}, "label")
+
+
+def tiny_config(tmp_path, **overrides) -> TrainConfig:
+    base = dict(dataset="synthetic", augment="synthetic", augment_overrides={"size": 16}, backbone="convnet",
+                proj_hidden=32, z_dim=16, y_dim=16, param_embed_dim=8, byol_hidden=32, byol_z_dim=16,
+                batch_size=16, epochs=2, warmup_epochs=1, lr=0.5, device="cpu", log_every=2,
+                checkpoint_every=2, out_dir=str(tmp_path / "run"), progress=False)
+    return TrainConfig(**{**base, **overrides})
+
+
+def params_of(model):
+    return torch.cat([p.detach().flatten() for p in model.state_dict().values() if p.dtype.is_floating_point])
+
+
+# ---------------------------------------------------------------- optimiser and schedule
+def test_lars_scales_weights_and_leaves_biases_and_norms_alone():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    groups = lars_param_groups(model, weight_decay=0.1)
+    assert [p.ndim for p in groups[0]["params"]] == [2]
+    assert sorted(p.ndim for p in groups[1]["params"]) == [1, 1, 1]
+    opt = LARS(groups, lr=2.0, momentum=0.9, trust_coefficient=1e-3)
+    model(torch.randn(8, 4)).pow(2).sum().backward()
+    w, b = model[0].weight, model[0].bias
+    w0, b0, gw, gb = w.detach().clone(), b.detach().clone(), w.grad.clone(), b.grad.clone()
+    opt.step()
+    update = gw + 0.1 * w0
+    trust = 1e-3 * w0.norm() / update.norm()
+    assert torch.allclose(w, w0 - 2.0 * trust * update, atol=1e-7)
+    assert torch.allclose(b, b0 - 2.0 * gb, atol=1e-7)  # no decay, no trust ratio
+
+
+def test_warmup_then_cosine():
+    lrs = [warmup_cosine(s, 100, 10, 4.0) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.4) and lrs[9] == pytest.approx(4.0)
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10]))  # linear rise, per step
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then decreasing
+    assert lrs[-1] < 0.01
+
+
+# ---------------------------------------------------------------- configuration
+def test_presets_hold_the_papers_hyperparameters():
+    c = TrainConfig.preset("cifar10-simclr")
+    assert (c.batch_size, c.epochs, c.warmup_epochs, c.lr, c.weight_decay, c.momentum) == (512, 800, 10, 4.0, 1e-6, 0.9)
+    assert (c.temperature_inv, c.temperature_equi, c.z_dim, c.y_dim, c.param_embed_dim) == (0.5, 0.2, 128, 128, 128)
+    assert c.backbone == "resnet18" and c.optimizer == "lars" and c.trust_coefficient == 1e-3
+    b = TrainConfig.preset("cifar10-byol")
+    assert (b.base, b.lr, b.z_dim, b.ema_base, b.augment) == ("byol", 2.0, 256, 0.996, "byol_cifar10")
+    assert b.model_config().byol_z_dim == 256
+    assert TrainConfig.preset("imagenet-simclr").lr == 2.4 and TrainConfig.preset("imagenet-byol").lr == 4.8
+    with pytest.raises(ValueError, match="unknown preset"):
+        TrainConfig.preset("mnist")
+
+
+@pytest.mark.parametrize("field,value", [
+    ("lr", -1.0), ("batch_size", 0), ("epochs", 0), ("warmup_epochs", 5), ("optimizer", "adam"),
+    ("precision", "fp8"), ("dataset", "mnist"), ("temperature_equi", 0.0), ("lam", -1.0),
+    ("device", "tpu"), ("max_steps", 0), ("train_subset", -3), ("param_groups", ("crop", "colour")),
+])
+def test_invalid_config_is_rejected_before_any_work(tmp_path, monkeypatch, field, value):
+    def no_data(*args, **kwargs):
+        raise AssertionError("the dataset was loaded before the config was checked")
+
+    monkeypatch.setattr(train_module, "load_dataset", no_data)
+    cfg = tiny_config(tmp_path, **{field: value})
+    with pytest.raises(ValueError, match=field):
+        Trainer(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_augmentation_and_model_fields_are_named(tmp_path):
+    with pytest.raises(ValueError, match="hue"):
+        tiny_config(tmp_path, augment_overrides={"hue": 0.9}).validate()
+    with pytest.raises(ValueError, match="backbone"):
+        tiny_config(tmp_path, backbone="vgg").validate()
+    with pytest.raises(ValueError, match="batch_size"):
+        Trainer(tiny_config(tmp_path, batch_size=128), dataset=tiny_dataset(64))
+
+
+def test_param_groups_become_the_models_mask(tmp_path):
+    cfg = tiny_config(tmp_path, param_groups=("crop", "flip"))
+    mask = cfg.model_config().param_mask
+    assert mask == (True,) * 5 + (False,) * 10
+
+
+# ---------------------------------------------------------------- a run
+@pytest.mark.parametrize("base,equimod", [("simclr", True), ("simclr", False), ("byol", True)])
+def test_a_short_run_writes_config_environment_metrics_and_a_checkpoint(tmp_path, base, equimod):
+    cfg = tiny_config(tmp_path, base=base, equimod=equimod)
+    seen = []
+    trainer = Trainer(cfg, dataset=tiny_dataset(), callbacks={"on_log": [lambda t, m: seen.append(m["step"])]})
+    epochs = trainer.run()
+    run = Path(cfg.out_dir)
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert seen == [2, 4, 6, 8]
+    assert json.loads((run / "config.json").read_text())["base"] == base
+    env = json.loads((run / "environment.json").read_text())
+    assert env["torch"] == torch.__version__ and env["total_steps"] == 8
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 4 and {"loss", "inv", "equi", "lr", "images_per_s", "step"} <= set(lines[0])
+    assert ("gain" in lines[0]) == equimod
+    assert all(math.isfinite(line["loss"]) for line in lines)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)  # loads safely
+    assert {"model", "optimizer", "schedule", "step", "rng", "config", "metrics", "version"} <= set(state)
+    assert state["step"] == 8 and state["stop_reason"] == "finished"
+    model, saved_cfg = load_model(run)
+    assert saved_cfg == cfg and not model.training
+    if base == "byol":  # the EMA moved the target away from its initial copy of the online network
+        assert not torch.equal(model.target_projector.layers[0].weight, model.projector.layers[0].weight)
+
+
+def test_the_loss_falls_on_a_learnable_problem(tmp_path):
+    from equimod_edu.data import make_synthetic
+    cfg = tiny_config(tmp_path, epochs=10, warmup_epochs=1, log_every=4, optimizer="adamw", lr=3e-3)
+    trainer = Trainer(cfg, dataset=make_synthetic(64, size=16, seed=0))  # crops of noise share nothing
+    epochs = trainer.run()
+    assert epochs[-1]["inv"] < epochs[0]["inv"]
+    assert epochs[-1]["equi"] < epochs[0]["equi"]
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    data = tiny_dataset()
+    straight = Trainer(tiny_config(tmp_path / "a"), dataset=data)
+    straight.run()
+    first = Trainer(tiny_config(tmp_path / "b", max_steps=3), dataset=data)
+    first.run()
+    assert load_checkpoint(tmp_path / "b" / "run")["step"] == 3
+    resumed = Trainer(tiny_config(tmp_path / "b"), dataset=data, resume=True)
+    assert resumed.step == 3
+    resumed.run()
+    assert resumed.step == straight.step == 8
+    assert torch.equal(params_of(resumed.model), params_of(straight.model))
+    with pytest.raises(ValueError, match="trained with seed"):
+        Trainer(tiny_config(tmp_path / "b", seed=1), dataset=data, resume=True)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real = train_module.equimod_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        losses = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] >= 4:  # from the 4th step on, the loss is NaN
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(train_module, "equimod_loss", poisoned)
+    cfg = tiny_config(tmp_path, log_every=1, checkpoint_every=2)
+    trainer = Trainer(cfg, dataset=tiny_dataset())
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        trainer.run()
+    state = load_checkpoint(cfg.out_dir)
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.dtype.is_floating_point)
+
+
+# ---------------------------------------------------------------- interruption (real processes)
+CLI_ARGS = ["--preset", "cpu-demo", "--train-subset", "64", "--batch-size", "16", "--epochs", "50",
+            "--augment-overrides", "size=16", "--proj-hidden", "32", "--no-progress"]
+
+
+def _cli_env():
+    """Environment for a CLI subprocess; the synthetic set is built (and cached) here first, once."""
+    from equimod_edu import data
+    data.synthetic("train")
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def _launch(args, env):
+    return subprocess.Popen([sys.executable, "-m", "equimod_edu.cli", "train", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(path: Path, proc, timeout=120.0):
+    deadline = time.time() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early:\n{proc.stdout.read()}")
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(tmp_path, sig):
+    env = _cli_env()
+    out = tmp_path / "run"
+    proc = _launch([*CLI_ARGS, "--dataset", "synthetic", "--out", str(out), "--log-every", "1"], env)
+    _wait_for(out / "metrics.jsonl", proc)
+    proc.send_signal(sig)
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, text
+    assert f"interrupted by {sig.name}" in text and "Traceback" not in text
+    state = load_checkpoint(out)
+    assert 1 <= state["step"] < 200 and state["stop_reason"].startswith("interrupted")
+
+
+def test_kill_9_leaves_a_loadable_checkpoint_and_resume_matches(tmp_path):
+    env = _cli_env()
+    out = tmp_path / "run"
+    args = [*CLI_ARGS, "--dataset", "synthetic", "--out", str(out), "--checkpoint-every", "1", "--max-steps", "6"]
+    proc = _launch(args, env)
+    _wait_for(out / "checkpoint.pt", proc)
+    time.sleep(0.3)
+    proc.kill()  # SIGKILL: no handler runs; only the atomic rename protects the file
+    proc.wait()
+    killed_at = load_checkpoint(out)["step"]
+    assert killed_at >= 1
+    done = subprocess.run([sys.executable, "-m", "equimod_edu.cli", "train", "--out", str(out), "--resume"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert load_checkpoint(out)["step"] == 6
+
+    straight_args = [a if a != str(out) else str(tmp_path / "straight") for a in args]
+    subprocess.run([sys.executable, "-m", "equimod_edu.cli", "train", *straight_args], env=env,
+                   check=True, capture_output=True, timeout=300)
+    a = load_checkpoint(out)["model"]
+    b = load_checkpoint(tmp_path / "straight")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a), f"resumed run (killed at step {killed_at}) differs"
+
+
+def test_cli_reports_a_missing_dataset_clearly(tmp_path):
+    env = {**os.environ, "EQUIMOD_DATA": str(tmp_path / "empty"), "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "equimod_edu.cli", "train", "--dataset", "cifar10",
+                           "--out", str(tmp_path / "run"), "--no-progress"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "cifar-10-batches-py" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_rejects_a_bad_value_naming_the_field(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "equimod_edu.cli", "train", "--lr", "-2",
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2 and "TrainConfig.lr" in done.stderr
+
+
+# ---------------------------------------------------------------- several processes (gloo)
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _one_step(trainer: Trainer) -> tuple[float, torch.Tensor]:
+    """One training step with BatchNorm on fixed statistics (see test docstring)."""
+    trainer.model.eval()
+    images = trainer.data.images[trainer.batch_indices(0)[0]]
+    metrics = trainer.training_step(0, images)
+    return float(metrics["loss"]), params_of(trainer.model)
+
+
+def _ddp_worker(rank, world, port, cfg_dict, data, results):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    trainer = Trainer(TrainConfig.from_dict(cfg_dict), dataset=data)
+    loss, params = _one_step(trainer)
+    mean_loss = torch.tensor(loss)
+    torch.distributed.all_reduce(mean_loss)
+    results[rank] = (float(mean_loss) / world, params)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("base", ["simclr", "byol"])
+def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, base):
+    """2 gloo processes x 8 images == 1 process x 16 images: same loss, same updated parameters.
+
+    BatchNorm couples the images of one process, and SyncBatchNorm needs CUDA, so here BatchNorm
+    runs on fixed statistics (eval mode): what is checked is everything else DDP must get right,
+    the sharded batch and augmentations, the negatives gathered across processes with gradients,
+    and the averaged gradients.
+    """
+    data = tiny_dataset(32)
+    cfg = tiny_config(tmp_path, base=base, optimizer="sgd", lr=0.1)
+    single_loss, single_params = _one_step(Trainer(cfg, dataset=data))
+    results = mp.Manager().dict()
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg.to_dict(), data, results), nprocs=2, join=True)
+    for rank in (0, 1):
+        loss, params = results[rank]
+        assert loss == pytest.approx(single_loss, rel=1e-5)
+        assert torch.allclose(params, single_params, atol=1e-6)
+
+
+def test_torchrun_launch_on_cpu(tmp_path):
+    env = _cli_env()
+    out = tmp_path / "ddp"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+         "-m", "equimod_edu.cli", "train", *CLI_ARGS, "--dataset", "synthetic", "--out", str(out), "--max-steps", "3"],
+        env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    state = load_checkpoint(out)
+    assert state["step"] == 3
+    assert json.loads((out / "environment.json").read_text())["world_size"] == 2
