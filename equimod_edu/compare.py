@@ -138,7 +138,10 @@ def train_variant(variant: str, seed: int, out_dir: Path, preset: str, overrides
     resume = checkpoint.exists()
     if resume and load_checkpoint(checkpoint).get("stop_reason") == "finished":
         return run_dir
-    Trainer(cfg, resume=resume).run()
+    trainer = Trainer(cfg, resume=resume)
+    trainer.run()
+    if trainer.stop_reason != "finished":  # Ctrl-C / SIGTERM: the checkpoint is saved, stop here
+        raise KeyboardInterrupt(f"{trainer.stop_reason}; run the same command again to continue")
     return run_dir
 
 

@@ -333,7 +333,7 @@ def _ds(**kw):
 
 def test_image_dataset_methods():
     ds = _ds()
-    assert len(ds) == 4 and "n=4" in repr(ds)
+    assert len(ds) == 4 and "(4, 3, 8, 8) uint8" in repr(ds)
     sub = ds.subset([1, 3])
     assert len(sub) == 2 and sub.labels["label"].tolist() == [1, 1] and sub.classes == ds.classes
     assert len(ds.subset(slice(0, 3))) == 3
@@ -362,6 +362,15 @@ def test_image_dataset_methods():
 def test_image_dataset_validation(kw, match):
     with pytest.raises(ValueError, match=match):
         _ds(**kw)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(n_shapes=0), "n_shapes"), (dict(n_shapes=9), "n_shapes"), (dict(n_hues=0), "n_hues"),
+    (dict(hue_jitter=15.0), "hue_jitter"), (dict(scale=(0.3, 0.2)), "scale"),
+])
+def test_synthetic_spec_validation(kw, match):
+    with pytest.raises(ValueError, match=match):
+        SyntheticSpec(**kw)
 
 
 def test_loader_argument_errors(tmp_path):
