@@ -69,7 +69,11 @@ def main():
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--seconds", type=float, default=5.0, help="time spent measuring each side")
     parser.add_argument("--repeats", type=int, default=3, help="alternating measurements; the median is kept")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice; use 1 on a machine shared with other jobs)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     cfg = AugmentationConfig.cifar10()
     rng = np.random.default_rng(0)

@@ -165,6 +165,9 @@ class AugmentationConfig:
     hue_encoding: str = "raw"                        # "raw" (paper) | "cyclic" (cos, sin of the turn)
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):  # lists (from JSON or a CLI flag) become tuples: hashable
+            if isinstance(getattr(self, f.name), list):
+                setattr(self, f.name, tuple(getattr(self, f.name)))
         self.validate()
 
     # ---- presets ---------------------------------------------------------------------------

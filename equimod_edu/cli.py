@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import time
 import typing
@@ -30,9 +31,9 @@ from . import __version__
 # Config fields as flags
 # --------------------------------------------------------------------------------------------
 def _parse_overrides(text: str) -> dict:
-    """'hue=0.5,gray_p=0' -> {'hue': 0.5, 'gray_p': 0}; values parsed as JSON where they can be."""
+    """'hue=0.5,crop_scale=[0.4,1]' -> {'hue': 0.5, 'crop_scale': [0.4, 1]}; values parsed as JSON if they can be."""
     out = {}
-    for item in filter(None, text.split(",")):
+    for item in filter(None, re.split(r",(?![^\[]*\])", text)):  # commas inside [...] belong to a list
         if "=" not in item:
             raise argparse.ArgumentTypeError(f"expected key=value, got {item!r}")
         key, value = item.split("=", 1)

@@ -1,0 +1,361 @@
+"""Explorers and figures, headless: controls set from code change the parameters, the view and the numbers.
+
+Tiny untrained models (ConvNet, 32 x 32 synthetic images) in eval mode; matplotlib's Agg backend.
+"""
+
+import math
+import statistics
+import sys
+import types
+
+import matplotlib
+import pytest
+import torch
+import torch.nn.functional as F
+
+matplotlib.use("Agg")
+
+from equimod_edu import explore as ex  # noqa: E402
+from equimod_edu.augment import AugmentationConfig, AugmentationParams, apply  # noqa: E402
+from equimod_edu.data import ImageDataset, make_synthetic  # noqa: E402
+from equimod_edu.evaluate import fit_posthoc_predictor, sample_views  # noqa: E402
+from equimod_edu.models import EquiModModel, ModelConfig  # noqa: E402
+from equimod_edu.train import TrainConfig, Trainer  # noqa: E402
+
+AUG = AugmentationConfig.synthetic()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread beats two that fight other processes for shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return make_synthetic(8, size=32).images
+
+
+def tiny_model(equimod=True, seed=0, aug=AUG):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(backbone="convnet", equimod=equimod, proj_hidden=32, z_dim=16, y_dim=16, param_embed_dim=8,
+                      param_dim=aug.encoded_dim)
+    return EquiModModel(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def models(images):
+    """{"SimCLR": (baseline, post-hoc predictor), "EquiMod": (model, None)}, as the notebooks pass them."""
+    simclr = tiny_model(equimod=False, seed=1)
+    posthoc = fit_posthoc_predictor(simclr, images, AUG, epochs=1, pairs=1, embed_dim=8, batch_size=8)
+    return {"SimCLR": (simclr, posthoc), "EquiMod": (tiny_model(), None)}
+
+
+@pytest.fixture
+def explorer(models, images):
+    return ex.DisplacementExplorer(models, images, AUG, gallery_size=6, reference_views=32)
+
+
+def as_float(image):
+    return image.float() / 255
+
+
+# ---------------------------------------------------------------- controls -> parameters
+def test_crop_box_keeps_area_and_ratio_and_fits_inside():
+    top, left, h, w = ex.crop_box(0.36, 1.0, 0.0, 0.0)
+    assert (top, left) == (0.0, 0.0) and h == pytest.approx(0.6) and w == pytest.approx(0.6)
+    top, left, h, w = ex.crop_box(0.5, 4 / 3, 1.0, 1.0)           # top/left past the edge: moved back
+    assert h * w == pytest.approx(0.5) and w / h == pytest.approx(4 / 3)
+    assert top == pytest.approx(1 - h) and left == pytest.approx(1 - w)
+    top, left, h, w = ex.crop_box(1.0, 4 / 3)                       # too wide: the width is cut to the image
+    assert w == 1.0 and h == pytest.approx(math.sqrt(3 / 4)) and (top, left) == (0.0, 0.0)
+    _, _, h, w = ex.crop_box(0.5, 1.0, image_aspect=2.0)            # a 2:1 image: square in pixels
+    assert h * w == pytest.approx(0.5) and (w * 2) / h == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        ex.crop_box(0.0)
+
+
+def test_controls_follow_the_config():
+    controls = ex.augmentation_controls(AUG, n_images=5)
+    assert controls["image"].max == 4 and "sigma" not in controls and "solarize" not in controls
+    assert controls["crop_scale"].min == pytest.approx(AUG.crop_scale[0]) and controls["crop_scale"].value == 1
+    assert (controls["brightness"].min, controls["brightness"].max) == pytest.approx((0.6, 1.4))
+    assert (controls["hue"].min, controls["hue"].max) == (-0.5, 0.5) and len(controls["order"].options) == 24
+    byol = ex.augmentation_controls(AugmentationConfig.byol_cifar10())
+    assert byol["sigma"].max == pytest.approx(2.0) and byol["sigma"].value == 0 and byol["solarize"].value is False
+
+
+def test_identity_controls_give_identity_params():
+    params = ex.params_from_values({}, AUG)
+    identity = AugmentationParams.identity(1)
+    for name in ("crop", "flip", "jitter", "order", "brightness", "hue", "grayscale", "blur", "solarize"):
+        assert torch.equal(getattr(params, name), getattr(identity, name)), name
+    with pytest.raises(ValueError, match="unknown controls"):
+        ex.params_from_values({"rotation": 3}, AUG)
+
+
+def test_jitter_turns_on_only_when_a_factor_moves_and_then_takes_the_order():
+    p = ex.params_from_values({"order": (3, 2, 1, 0)}, AUG)
+    assert not p.jitter[0] and p.order[0].tolist() == [0, 1, 2, 3]
+    p = ex.params_from_values({"order": (3, 2, 1, 0), "contrast": 1.2}, AUG)
+    assert p.jitter[0] and p.order[0].tolist() == [3, 2, 1, 0] and p.contrast[0] == pytest.approx(1.2)
+    aug = AugmentationConfig.byol_cifar10()
+    p = ex.params_from_values({"sigma": 1.5, "solarize": True}, aug)
+    assert p.blur[0] and p.sigma[0] == pytest.approx(1.5) and p.solarize[0]
+    p = ex.params_from_values({"sigma": 1.5, "solarize": True}, AUG)  # this config neither blurs nor solarizes
+    assert not p.blur[0] and not p.solarize[0]
+
+
+# ---------------------------------------------------------------- the augmentation explorer
+def test_augmentation_explorer_starts_at_identity(images):
+    explorer = ex.AugmentationExplorer(images, AUG)
+    r = explorer.result
+    assert torch.allclose(r["augmented"], as_float(images[0]), atol=1e-4)
+    assert torch.allclose(r["encoded"], AUG.encode(AugmentationParams.identity(1))[0])
+    assert len(r["names"]) == AUG.encoded_dim and explorer.png[:4] == b"\x89PNG"
+    import ipywidgets
+    assert isinstance(explorer.widget, ipywidgets.VBox) and explorer.output in explorer.widget.children
+
+
+def test_hue_slider_sets_the_hue_changes_the_view_and_the_vector(images):
+    explorer = ex.AugmentationExplorer(images, AUG)
+    before = explorer.result
+    explorer.controls["hue"].value = 0.3
+    after = explorer.result
+    assert after["params"].hue[0] == pytest.approx(0.3) and after["params"].jitter[0]
+    assert (after["augmented"] - before["augmented"]).abs().max() > 0.1
+    expected = apply(images[:1], after["params"], AUG, normalize=False)[0]
+    assert torch.allclose(after["augmented"], expected)
+    hue = AUG.encoded_groups()["hue"]
+    assert torch.allclose(after["encoded"], AUG.encode(after["params"])[0])
+    assert not torch.allclose(after["encoded"][hue], before["encoded"][hue])
+
+
+def test_crop_flip_gray_and_image_controls(images):
+    explorer = ex.AugmentationExplorer(images, AUG)
+    explorer.controls["crop_scale"].value = 0.4
+    top, left, h, w = explorer.params().crop[0].tolist()
+    assert h * w == pytest.approx(0.4, abs=1e-3) and explorer.result["augmented"].shape == (3, 32, 32)
+    explorer.controls["crop_ratio"].value = 4 / 3
+    explorer.controls["crop_top"].value = 1.0
+    top, left, h, w = explorer.params().crop[0].tolist()
+    assert w / h == pytest.approx(4 / 3, abs=0.01) and top == pytest.approx(1 - h) and left == 0
+    explorer.reset()
+    explorer.controls["flip"].value = True
+    assert explorer.params().flip[0]
+    assert torch.allclose(explorer.result["augmented"], as_float(images[0]).flip(-1), atol=1e-4)
+    explorer.controls["grayscale"].value = True
+    view = explorer.result["augmented"]
+    assert explorer.params().grayscale[0] and torch.allclose(view[0], view[1]) and torch.allclose(view[1], view[2])
+    explorer.controls["image"].value = 3
+    assert torch.equal(explorer.result["original"], images[3])
+
+
+def test_set_moves_several_controls_with_one_update_and_rejects_unknown_names(images):
+    explorer = ex.AugmentationExplorer(images, AUG)
+    n = len(explorer.timings)
+    result = explorer.set(brightness=1.3, hue=-0.2, order=[3, 0, 1, 2])
+    assert len(explorer.timings) == n + 1
+    assert result["params"].brightness[0] == pytest.approx(1.3) and result["params"].order[0].tolist() == [3, 0, 1, 2]
+    with pytest.raises(ValueError, match="unknown controls"):
+        explorer.set(rotation=10)
+    explorer.reset()
+    assert torch.allclose(explorer.result["augmented"], as_float(images[0]), atol=1e-4)
+
+
+# ---------------------------------------------------------------- the displacement explorer
+def direct(model, predictor, x_o, x, t):
+    """y_o, y, y_hat computed straight from the model (and the post-hoc predictor)."""
+    with torch.no_grad():
+        if predictor is None:
+            y_o, y = model.embed(x_o)[2], model.embed(x)[2]
+            return y_o, y, model.predict(y_o, t)
+        y_o, y = predictor.embed(model, x_o), predictor.embed(model, x)
+        return y_o, y, predictor(y_o, t)
+
+
+def test_displacement_numbers_match_a_direct_computation(explorer, models, images):
+    result = explorer.set(image=2, hue=0.25, crop_scale=0.5, crop_left=0.3, flip=True)
+    params = explorer.params()
+    x_o, x, t = AUG.original(images[2:3]), apply(images[2:3], params, AUG), AUG.encode(params)
+    assert torch.allclose(result["encoded"], t[0])
+    for name, (model, predictor) in models.items():
+        r = result["models"][name]
+        y_o, y, y_hat = direct(model, predictor, x_o, x, t)
+        assert torch.allclose(r["y"], y[0], atol=1e-5) and torch.allclose(r["y_hat"], y_hat[0], atol=1e-5)
+        cos_pred, cos_inv = float(F.cosine_similarity(y, y_hat)), float(F.cosine_similarity(y, y_o))
+        assert r["cos_pred"] == pytest.approx(cos_pred, abs=1e-5)
+        assert r["cos_invariant"] == pytest.approx(cos_inv, abs=1e-5)
+        assert r["gain"] == pytest.approx(cos_pred - cos_inv, abs=1e-5)
+        # the gallery: the true view and 6 other views of image 2, drawn with seed + 1 + image
+        views = sample_views(AUG, 1, 6, (32, 32), torch.Generator().manual_seed(0 + 1 + 2))
+        _, others, _ = direct(model, predictor, x_o, apply(images[2:3].expand(6, -1, -1, -1), views, AUG), t)
+        gallery = torch.cat([y, others])
+        similarity = F.cosine_similarity(y_hat, gallery)
+        assert r["gallery"] == 7 and r["rank"] == 1 + int((similarity[1:] >= similarity[0]).sum())
+        assert 1 <= r["rank_invariant"] <= 7
+
+
+def test_identity_means_no_displacement(explorer):
+    result = explorer.reset()
+    assert torch.allclose(result["augmented"], as_float(explorer.images[0]), atol=1e-4)
+    for r in result["models"].values():
+        assert torch.allclose(r["y"], r["y_o"], atol=1e-4) and r["cos_invariant"] == pytest.approx(1, abs=1e-5)
+        # nothing moved: invariance is perfect, so a prediction can only tie (gain 0) or lose
+        assert r["gain"] == pytest.approx(r["cos_pred"] - 1, abs=1e-5) and r["gain"] <= 1e-5
+        assert r["rank_invariant"] == 1
+        assert r["map"]["y"] == pytest.approx(r["map"]["y_o"], abs=1e-3)
+
+
+def test_the_invariant_predictor_has_zero_gain_for_any_augmentation(models, images):
+    model = models["EquiMod"][0]
+    explorer = ex.DisplacementExplorer({"invariant": (model, lambda y_o, t: y_o, "y")}, images, AUG,
+                                       gallery_size=4, reference_views=16)
+    for values in ({}, {"hue": 0.4}, {"crop_scale": 0.3, "grayscale": True}):
+        r = explorer.set(**values)["models"]["invariant"]
+        assert r["gain"] == pytest.approx(0, abs=1e-6) and r["rank"] == r["rank_invariant"]
+
+
+def test_a_slider_move_costs_one_forward_per_model_and_never_refits_the_map(explorer, models):
+    maps = {name: m.map for name, m in explorer.models.items()}
+    assert explorer.fit_count == len(models)
+    explorer.controls["image"].value = 5          # a new image: its gallery is embedded once, then cached
+    calls = []
+    hooks = [model.backbone.register_forward_hook(lambda *args, name=name: calls.append(name))
+             for name, (model, _) in models.items()]
+    try:
+        for value in (0.1, -0.2, 0.3):
+            calls.clear()
+            explorer.controls["hue"].value = value
+            assert sorted(calls) == sorted(models), calls   # one backbone forward per model
+        calls.clear()
+        explorer.controls["image"].value = 2
+        assert len(calls) > len(models)                       # image 2 not cached yet: its gallery
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert explorer.fit_count == len(models)
+    assert all(explorer.models[name].map is maps[name] for name in maps)
+    assert set(explorer.models["EquiMod"].cache) == {0, 2, 5}
+
+
+def test_a_slider_move_is_fast_on_the_tiny_model(explorer):
+    """Responsiveness bound for widgets (target ~0.3 s; generous here for a busy CI machine)."""
+    explorer.timings.clear()
+    for value in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35):
+        explorer.controls["hue"].value = value
+    assert len(explorer.timings) == 7
+    assert statistics.median(explorer.timings) < 1.0, explorer.timings
+
+
+def test_the_figure_has_one_map_per_model(explorer):
+    fig = explorer.figure()
+    titles = [ax.get_title() for ax in fig.axes]
+    assert sum(t.startswith("SimCLR") for t in titles) == 1 and sum(t.startswith("EquiMod") for t in titles) == 1
+    assert explorer.png[:4] == b"\x89PNG"
+
+
+def test_displacement_explorer_rejects_a_baseline_without_predictor(models, images):
+    with pytest.raises(ValueError, match="no equivariance module"):
+        ex.DisplacementExplorer({"SimCLR": (models["SimCLR"][0], None)}, images, AUG, reference_views=8)
+
+
+# ---------------------------------------------------------------- sweeps
+def test_sweep_params_go_from_identity_to_the_config_maximum():
+    hue = ex.sweep_params(AUG, "hue", steps=9)
+    assert hue.values[0] == pytest.approx(-0.1) and hue.values[-1] == pytest.approx(0.1)
+    assert hue.fraction.tolist() == pytest.approx([-1, -0.75, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 1])
+    assert not hue.params.jitter[4] and hue.params.jitter[0] and hue.params.hue[-1] == pytest.approx(0.1)
+    bright = ex.sweep_params(AUG, "brightness", steps=5)
+    assert bright.params.brightness.tolist() == pytest.approx([0.6, 0.8, 1.0, 1.2, 1.4])
+    crop = ex.sweep_params(AUG, "crop", steps=5)
+    area = crop.params.crop[:, 2] * crop.params.crop[:, 3]
+    assert area.tolist() == pytest.approx(torch.linspace(1, 0.2, 5).tolist(), abs=1e-5)
+    assert torch.allclose(crop.params.crop[:, 0] * 2 + crop.params.crop[:, 2], torch.ones(5))  # centred
+    gray = ex.sweep_params(AUG, "grayscale", steps=9)
+    assert gray.params.grayscale.tolist() == [False, True]
+    blur = ex.sweep_params(AugmentationConfig.byol_cifar10(), "blur", steps=3)
+    assert blur.params.blur.tolist() == [False, True, True] and blur.params.sigma[-1] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="nothing to sweep"):
+        ex.sweep_params(AUG, "blur")
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        ex.sweep_params(AUG, "rotation")
+
+
+def lines(fig, label):
+    (ax,) = [ax for ax in fig.axes if ax.get_label() == label]
+    return ax.get_lines()
+
+
+def test_sweep_figure_draws_actual_and_predicted_trajectories(models, images):
+    model, _ = models["EquiMod"]
+    fig = ex.sweep_figure(model, None, images[0], AUG, "hue", steps=5, cloud_views=8)
+    assert len(lines(fig, "map")) == 2 and len(lines(fig, "cosine")) == 2
+    assert sum(ax.get_label().startswith("view") for ax in fig.axes) == 5
+    d = ex.sweep_data(model, None, images[0], AUG, "hue", steps=5, cloud_views=8)
+    assert d["cos_invariant"][2] == pytest.approx(1, abs=1e-5) and d["y"].shape == (5, 16)
+    assert d["gain"] == pytest.approx(d["cos_pred"] - d["cos_invariant"])
+    simclr, posthoc = models["SimCLR"]
+    fig = ex.sweep_figure(simclr, posthoc, images[1], AUG, "grayscale", cloud_views=8)
+    assert len(lines(fig, "map")) == 2 and len(lines(fig, "cosine")) == 2
+    assert sum(ax.get_label().startswith("view") for ax in fig.axes) == 2
+
+
+def test_invariance_curves_have_one_line_per_augmentation_and_space(models, images):
+    model, _ = models["EquiMod"]
+    groups = ["crop", "hue", "grayscale"]
+    fig = ex.invariance_curves(model, images[:3], AUG, groups=groups, steps=3)
+    assert [ax.get_label() for ax in fig.axes] == ["h", "y"]
+    assert all(len(ax.get_lines()) == 3 for ax in fig.axes)
+    d = ex.invariance_distances(model, images[:3], AUG, groups=groups, steps=3)
+    assert d["distance"]["y"]["hue"][1] == pytest.approx(0, abs=1e-5)        # the middle of the hue sweep
+    assert d["distance"]["h"]["crop"][0] == pytest.approx(0, abs=1e-5)       # crop scale 1
+    assert d["distance"]["y"]["grayscale"][1] > 1e-4
+    baseline = models["SimCLR"][0]
+    fig = ex.invariance_curves(baseline, images[:3], AUG, steps=3)
+    assert [ax.get_label() for ax in fig.axes] == ["h", "z"]
+    assert all(len(ax.get_lines()) == len(ex.one_at_a_time_groups(AUG)) for ax in fig.axes)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        ex.invariance_distances(model, images[:1], AUG)
+
+
+# ---------------------------------------------------------------- live curves, Colab
+def test_live_curves_record_every_log_line():
+    curves = ex.LiveCurves()
+    curves(None, {"loss": 3.0, "inv": 2.0, "equi": 1.0, "gain": 0.1, "step": 10})
+    curves(None, {"loss": 2.5, "inv": 1.8, "equi": 0.7, "gain": 0.2, "step": 20})
+    curves(None, {"loss": 2.0, "inv": 2.0, "step": 30})                    # a baseline: no equi, no gain
+    curves(None, {"step": 30, "stop_reason": "finished"})                   # on_train_end adds no point
+    assert curves.steps == [10, 20, 30] and curves.history["loss"] == [3.0, 2.5, 2.0]
+    assert curves.history["gain"][:2] == [0.1, 0.2] and math.isnan(curves.history["gain"][2])
+    assert curves.redraws == 0                                             # headless: records only
+    fig = curves.figure()
+    assert [ax.get_label() for ax in fig.axes] == ["loss", "inv", "equi", "gain"]
+
+
+def test_live_curves_as_a_trainer_callback(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    data = ImageDataset(torch.randint(0, 256, (16, 3, 16, 16), generator=g, dtype=torch.uint8),
+                        {"label": torch.arange(16) % 2}, {"label": ["a", "b"]}, "label")
+    cfg = TrainConfig(dataset="synthetic", augment="synthetic", augment_overrides={"size": 16}, backbone="convnet",
+                      proj_hidden=32, z_dim=16, y_dim=16, param_embed_dim=8, batch_size=8, epochs=1, warmup_epochs=0,
+                      lr=0.1, device="cpu", log_every=1, checkpoint_every=100, max_steps=2,
+                      out_dir=str(tmp_path / "run"), progress=False)
+    curves = ex.LiveCurves()
+    trainer = Trainer(cfg, callbacks={"on_log": [curves], "on_train_end": [curves]}, dataset=data)
+    trainer.run()
+    assert curves.steps == [1.0, 2.0]
+    assert all(len(curves.history[k]) == 2 and all(map(math.isfinite, curves.history[k]))
+               for k in ("loss", "inv", "equi", "gain"))
+
+
+def test_enable_colab_widgets_only_acts_in_colab(monkeypatch):
+    assert ex.enable_colab_widgets() is False
+    calls = []
+    colab = types.ModuleType("google.colab")
+    colab.output = types.SimpleNamespace(enable_custom_widget_manager=lambda: calls.append(1))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    assert ex.enable_colab_widgets() is True and calls == [1]
