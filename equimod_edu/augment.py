@@ -452,23 +452,64 @@ def _col(values: torch.Tensor) -> torch.Tensor:
     return values.view(-1, 1, 1, 1).to(torch.float32)
 
 
+def _cubic_weights(t: torch.Tensor, a: float = -0.75) -> list[torch.Tensor]:
+    """Weights of the 4 taps floor(x) - 1 .. floor(x) + 2 for fractional offsets t (Keys' cubic,
+    a = -0.75 as torch's bicubic interpolate and grid_sample)."""
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return [far(t + 1), near(t), near(1 - t), far(2 - t)]
+
+
+def interpolation_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int,
+                         mode: str = "bilinear", flip: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(N, out_size, in_size) weights resampling the segment [start, start + length) of a line.
+
+    start, length: (N,) fractions of the input line; flip: (N,) bool, reverse the output.
+    Output pixel i samples the input at x = start * in + (i + 0.5) * length * in / out - 0.5
+    (pixel centres, align_corners=False) with the interpolation kernel's taps; taps beyond the
+    image are clamped to its edge pixels (grid_sample's padding_mode="border"). "nearest" takes
+    the pixel at round(x), ties to even.
+    """
+    i = torch.arange(out_size, device=start.device, dtype=torch.float32) + 0.5
+    x = (start[:, None] * in_size + i * (length[:, None] * in_size / out_size) - 0.5)  # (N, out)
+    if flip is not None:
+        x = torch.where(flip[:, None], x.flip(1), x)
+    if mode == "nearest":
+        taps, weights = [torch.round(x)], [torch.ones_like(x)]
+    else:
+        base = torch.floor(x)
+        t = x - base
+        if mode == "bilinear":
+            taps, weights = [base, base + 1], [1 - t, t]
+        else:
+            taps, weights = [base - 1, base, base + 1, base + 2], _cubic_weights(t)
+    taps = torch.stack(taps, dim=2).clamp_(0, in_size - 1).long()  # (N, out, taps)
+    matrix = torch.zeros(x.shape[0], out_size, in_size, device=start.device)
+    return matrix.scatter_add_(2, taps, torch.stack(weights, dim=2))
+
+
 def resized_crop(images: torch.Tensor, crop: torch.Tensor, flip: torch.Tensor, size: int,
                  interpolation: str = "bilinear") -> torch.Tensor:
-    """Crop each image to its box, resize to size x size, flip where asked: one grid_sample.
+    """Crop each image to its box, resize to size x size, flip where asked: two matrix products.
 
     images (N, 3, H, W) float; crop (N, 4) top, left, height, width fractions; flip (N,) bool.
-    With align_corners=False, output pixel centres map linearly onto the box; the affine map for
-    one image, in grid_sample's [-1, 1] coordinates, is x_in = sx * x_out + tx with
-    sx = width (fraction) and tx = 2 * left + width - 1 (negated sx for a flip); same for y.
+    Returns (N, 3, size, size). An axis-aligned resized crop is separable: with R (N, size, H)
+    resampling the rows and C (N, size, W) the columns, out = R @ image @ C^T for each channel.
+    The flip reverses C's rows. Same result as grid_sample with the equivalent affine grid
+    (padding_mode="border"), several times faster on a CPU.
     """
-    n = images.shape[0]
-    top, left, height, width = crop.float().unbind(dim=1)
-    sx = torch.where(flip, -width, width)
-    theta = torch.zeros(n, 2, 3, device=images.device)
-    theta[:, 0, 0], theta[:, 0, 2] = sx, 2 * left + width - 1
-    theta[:, 1, 1], theta[:, 1, 2] = height, 2 * top + height - 1
-    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
-    return F.grid_sample(images, grid, mode=interpolation, padding_mode="border", align_corners=False)
+    n, channels, height, width = images.shape
+    crop = crop.float()
+    rows = interpolation_matrix(crop[:, 0], crop[:, 2], height, size, interpolation)
+    cols = interpolation_matrix(crop[:, 1], crop[:, 3], width, size, interpolation, flip)
+    # one matrix pair per image, repeated for its channels: 3N small products in two bmm calls
+    rows, cols = rows.repeat_interleave(channels, 0), cols.repeat_interleave(channels, 0)
+    out = torch.bmm(torch.bmm(rows, images.reshape(n * channels, height, width)), cols.transpose(1, 2))
+    return out.view(n, channels, size, size)
 
 
 def rgb_to_grayscale(images: torch.Tensor) -> torch.Tensor:
