@@ -178,8 +178,14 @@ def cmd_demo(args) -> int:
     cmd_gallery(argparse.Namespace(out=str(out), seed=args.seed))
     print("\ntraining SimCLR and SimCLR+EquiMod (preset cpu-demo, same backbone, budget and seed), "
           "then evaluating both and a random-init backbone on held-out images...")
-    result = compare(["simclr", "equimod"], [args.seed], out, preset="cpu-demo", overrides=args.overrides or {},
-                     progress=not args.no_progress)
+    overrides, sizes = dict(args.overrides or {}), None
+    if args.quick:  # a one-minute smoke run of the whole job: tiny data, one epoch, small evaluation
+        from .evaluate import EvalSizes
+        overrides = {"train_subset": 512, "epochs": 1, "batch_size": 64, **overrides}
+        sizes = EvalSizes(n_train=512, n_test=256, equi_images=32, gallery_size=4, posthoc_images=256,
+                          posthoc_pairs=1, posthoc_epochs=3, param_train=256, param_test=128)
+    result = compare(["simclr", "equimod"], [args.seed], out, preset="cpu-demo", overrides=overrides,
+                     progress=not args.no_progress, eval_sizes=sizes)
     print("\n" + table_markdown(result["summary"]))
     print("\n" + "\n".join(f"  {name}: {text}" for name, text in METRICS.items()))
     report = {name: runs[str(args.seed)] for name, runs in result["runs"].items()}
@@ -223,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--overrides", type=_parse_overrides, default=None, metavar="K=V,...",
                       help="TrainConfig overrides for both models, e.g. epochs=1,train_subset=2000")
+    demo.add_argument("--quick", action="store_true", help="a one-minute smoke run (tiny budget; numbers mean little)")
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(func=cmd_demo)
 

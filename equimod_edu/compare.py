@@ -147,10 +147,11 @@ def train_variant(variant: str, seed: int, out_dir: Path, preset: str, overrides
 
 def compare(variants: Sequence[str], seeds: Sequence[int], out_dir, preset: str = "cpu-demo",
             overrides: Optional[dict] = None, fast_eval: bool = True, random_init: bool = True,
-            progress: bool = True, log=print) -> dict:
+            progress: bool = True, log=print, eval_sizes=None) -> dict:
     """Train and evaluate every (variant, seed); returns {"runs", "summary", "wall_seconds", ...}.
 
-    Writes OUT/comparison.json, OUT/comparison.md and OUT/comparison.png.
+    Writes OUT/comparison.json, OUT/comparison.md and OUT/comparison.png. eval_sizes: an
+    evaluate.EvalSizes overriding the FAST / FULL sizes (e.g. a one-minute smoke run).
     """
     from .evaluate import evaluate_random_init, evaluate_run, write_report
 
@@ -165,7 +166,7 @@ def compare(variants: Sequence[str], seeds: Sequence[int], out_dir, preset: str 
             # the backbone every variant starts from, untrained (scored with a post-hoc predictor)
             cfg = TrainConfig.preset(preset, **{**overrides, **VARIANTS[variants[0]], "equimod": False, "seed": seed})
             tic = time.perf_counter()
-            report = evaluate_random_init(cfg, fast=fast_eval, seed=seed)
+            report = evaluate_random_init(cfg, fast=fast_eval, sizes=eval_sizes, seed=seed)
             write_report(report, out_dir / f"random-s{seed}" / "eval")
             runs.setdefault("random", {})[seed] = headline(report)
             seconds[f"random-s{seed}"] = time.perf_counter() - tic
@@ -173,7 +174,7 @@ def compare(variants: Sequence[str], seeds: Sequence[int], out_dir, preset: str 
             tic = time.perf_counter()
             run_dir = train_variant(variant, seed, out_dir, preset, overrides, progress)
             trained = time.perf_counter()
-            report = evaluate_run(run_dir, fast=fast_eval, seed=seed)
+            report = evaluate_run(run_dir, fast=fast_eval, sizes=eval_sizes, seed=seed)
             write_report(report, run_dir / "eval")
             runs.setdefault(variant, {})[seed] = headline(report)
             seconds[f"{variant}-s{seed}"] = time.perf_counter() - tic

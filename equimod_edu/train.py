@@ -165,8 +165,8 @@ class TrainConfig:
                 bad(name, "must be >= 0")
         if not self.trust_coefficient > 0:
             bad("trust_coefficient", "must be > 0")
-        if not 0 <= self.warmup_epochs < self.epochs:
-            bad("warmup_epochs", f"must lie in [0, epochs={self.epochs})")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            bad("warmup_epochs", f"must lie in [0, epochs={self.epochs}]")
         if self.optimizer not in ("lars", "sgd", "adamw"):
             bad("optimizer", "must be 'lars', 'sgd' or 'adamw'")
         if self.precision not in ("auto", "bf16", "fp32"):

@@ -1,5 +1,6 @@
 """The package as a whole: install metadata, the conda file, the main job, the CLI."""
 
+import json
 import re
 import subprocess
 import sys
@@ -56,6 +57,24 @@ def test_the_gallery_command_saves_a_figure_and_prints_parameter_vectors(tmp_pat
     assert (tmp_path / "gallery.png").stat().st_size > 10_000
     rows = [line for line in done.stdout.splitlines() if re.match(r"^\s+\d+\s+-?\d+\.\d\d", line)]
     assert len(rows) == 6 and all(len(re.findall(r"-?\d+\.\d\d", r.split("crop")[0])) == 15 for r in rows)
+
+
+def test_the_main_job_compares_random_simclr_and_equimod_and_prints_the_report_path_last(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "equimod_edu.cli", "demo", "--quick", "--no-progress",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    last = done.stdout.strip().splitlines()[-1]
+    assert last == str(tmp_path / "report.json")
+    report = json.loads(Path(last).read_text())
+    for model in ("random", "simclr", "equimod"):
+        assert {"shape_acc", "colour_acc", "knn_acc"} <= set(report[model])
+        assert 0 <= report[model]["shape_acc"] <= 1
+    for model in ("simclr", "equimod"):
+        for key in ("equivariance_gain", "mrr", "hit1"):
+            assert isinstance(report[model][key], float), (model, key)
+    assert report["wall_seconds"] > 0
+    assert "| random |" in done.stdout and "| equimod |" in done.stdout
+    assert (tmp_path / "gallery.png").exists() and (tmp_path / "comparison.png").exists()
 
 
 def test_cli_help_lists_every_command():
