@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .augment import AugmentationConfig, AugmentationParams, apply
 from .data import ImageDataset, load_dataset
+from .loader import FolderCrops, views_from_crops
 from .losses import equimod_loss, equivariance_gain
 from .models import EquiModModel, ModelConfig, byol_momentum, param_mask_from_groups
 from .optim import LARS, lars_param_groups, set_lr, warmup_cosine
@@ -97,7 +98,8 @@ class TrainConfig:
     channels_last: bool = True            # NHWC memory layout (faster convolutions on GPU and CPU)
     compile: bool = False                 # torch.compile the model
     sync_bn: bool = False                 # SyncBatchNorm across processes (CUDA only)
-    num_workers: int = 4                  # DataLoader workers for folder datasets
+    stream: Optional[bool] = None         # decode + crop per image in DataLoader workers (None: for folders)
+    num_workers: int = 4                  # DataLoader workers when streaming
     # run
     out_dir: str = "runs/default"
     seed: int = 0
@@ -246,6 +248,12 @@ def load_model(path, map_location="cpu") -> tuple[EquiModModel, TrainConfig]:
     return model.eval(), cfg
 
 
+def _folder_path(dataset: str) -> Path:
+    """'folder:PATH' -> PATH/train if that exists, else PATH (as data.load_dataset)."""
+    path = Path(dataset[len("folder:"):])
+    return path / "train" if (path / "train").is_dir() else path
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint was kept."""
 
@@ -314,13 +322,16 @@ class Trainer:
         self.channels_last = cfg.channels_last
 
         self.aug = cfg.augmentation()
-        self.data = (dataset if dataset is not None else load_dataset(cfg.dataset, "train", cfg.data_root))
-        if cfg.train_subset is not None:
-            self.data = self.data.subset(slice(0, cfg.train_subset))
-        self.data = self.data.to(self.device)
-        if len(self.data) < cfg.batch_size:
-            raise ValueError(f"TrainConfig.batch_size = {cfg.batch_size}: larger than the dataset ({len(self.data)} images)")
-        self.steps_per_epoch = len(self.data) // cfg.batch_size  # drop the last partial batch
+        self.streaming = dataset is None and (cfg.stream if cfg.stream is not None else cfg.dataset.startswith("folder:"))
+        if self.streaming:  # too large for the device: workers decode and crop (loader.py)
+            self.data = FolderCrops(_folder_path(cfg.dataset), self.aug, cfg.seed)
+        else:  # small: the whole set as uint8 on the device
+            self.data = dataset if dataset is not None else load_dataset(cfg.dataset, "train", cfg.data_root)
+            self.data = self.data.to(self.device)
+        self.n_images = min(len(self.data), cfg.train_subset or len(self.data))
+        if self.n_images < cfg.batch_size:
+            raise ValueError(f"TrainConfig.batch_size = {cfg.batch_size}: larger than the dataset ({self.n_images} images)")
+        self.steps_per_epoch = self.n_images // cfg.batch_size  # drop the last partial batch
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
 
@@ -339,7 +350,7 @@ class Trainer:
             self.forward = torch.compile(self.forward)
 
         self.step, self.history, self.stop_reason = 0, [], None
-        self._epoch_order = (-1, None)
+        self._epoch_order, self._stream = (-1, None), None
         self._aug_generator = torch.Generator(device=self.device)
         self._signal = None
         if resume:
@@ -366,36 +377,62 @@ class Trainer:
 
     # ---- one step -------------------------------------------------------------------------------
     def batch_indices(self, epoch: int) -> torch.Tensor:
-        """(steps_per_epoch, batch_size) dataset indices of this epoch's global batches, on the device."""
+        """(steps_per_epoch, batch_size) dataset indices of this epoch's global batches (CPU)."""
         if self._epoch_order[0] != epoch:
             g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-            order = torch.randperm(len(self.data), generator=g)[: self.steps_per_epoch * self.cfg.batch_size]
-            self._epoch_order = (epoch, order.view(self.steps_per_epoch, self.cfg.batch_size).to(self.device))
+            order = torch.randperm(self.n_images, generator=g)[: self.steps_per_epoch * self.cfg.batch_size]
+            self._epoch_order = (epoch, order.view(self.steps_per_epoch, self.cfg.batch_size))
         return self._epoch_order[1]
 
-    def make_views(self, images: torch.Tensor, step: int):
-        """x_o, x_1, x_2, t_1, t_2 for this process's share of the global batch `images`.
+    @property
+    def local_rows(self) -> slice:
+        """This process's share of a global batch."""
+        b = self.cfg.batch_size
+        return slice(self.rank * b // self.world, (self.rank + 1) * b // self.world)
+
+    def next_batch(self, step: int):
+        """The global batch of `step` as uint8 images on the device, or (streaming) this process's
+        share as (images (n, 3, 3, S, S), crops (n, 2, 4)) from the DataLoader workers."""
+        epoch, i = divmod(step, self.steps_per_epoch)
+        order = self.batch_indices(epoch)
+        if not self.streaming:
+            return self.data.images[order[i].to(self.device)]
+        if self._stream is None or self._stream[0] != epoch:
+            from torch.utils.data import DataLoader
+            self.data.set_epoch(epoch)
+            batches = [order[s, self.local_rows].tolist() for s in range(i, self.steps_per_epoch)]
+            loader = DataLoader(self.data, batch_sampler=batches, num_workers=self.cfg.num_workers,
+                                pin_memory=self.device.type == "cuda")
+            self._stream = (epoch, iter(loader))
+        images, crops, _ = next(self._stream[1])
+        return images, crops
+
+    def make_views(self, batch, step: int):
+        """x_o, x_1, x_2, t_1, t_2 for this process's share of the batch (see next_batch).
 
         Parameters are drawn for the whole global batch from a generator seeded by (seed, step)
         and sliced, so any number of processes sees the same augmentations as one process would.
         """
         g = self._aug_generator.manual_seed(self.cfg.seed * 1_000_003 + step + 1)
-        n, size = images.shape[0], tuple(images.shape[-2:])
-        p_1 = self.aug.sample(n, size, g, self.device, view=0)
-        p_2 = self.aug.sample(n, size, g, self.device, view=1)
-        local = slice(self.rank * n // self.world, (self.rank + 1) * n // self.world)
-        images, p_1, p_2 = images[local], p_1[local], p_2[local]
-        x = [self.aug.original(images), apply(images, p_1, self.aug), apply(images, p_2, self.aug)]
+        if self.streaming:
+            *x, p_1, p_2 = views_from_crops(*batch, self.aug, g, self.device)
+        else:
+            images = batch
+            n, size = images.shape[0], tuple(images.shape[-2:])
+            p_1 = self.aug.sample(n, size, g, self.device, view=0)
+            p_2 = self.aug.sample(n, size, g, self.device, view=1)
+            images, p_1, p_2 = images[self.local_rows], p_1[self.local_rows], p_2[self.local_rows]
+            x = [self.aug.original(images), apply(images, p_1, self.aug), apply(images, p_2, self.aug)]
         if self.channels_last:
             x = [v.contiguous(memory_format=torch.channels_last) for v in x]
         return (*x, self.aug.encode(p_1), self.aug.encode(p_2))
 
-    def training_step(self, step: int, images: torch.Tensor) -> dict:
+    def training_step(self, step: int, batch) -> dict:
         """Forward, loss, backward, optimiser step (and BYOL EMA). Returns detached metrics."""
         cfg = self.cfg
         lr = warmup_cosine(step, self.total_steps, self.warmup_steps, cfg.lr)
         set_lr(self.optimizer, lr)
-        x_o, x_1, x_2, t_1, t_2 = self.make_views(images, step)
+        x_o, x_1, x_2, t_1, t_2 = self.make_views(batch, step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.forward(x_o if cfg.equimod else None, x_1, x_2, t_1, t_2)
             losses = equimod_loss(out, cfg.base, cfg.lam, cfg.temperature_inv, cfg.temperature_equi)
@@ -427,9 +464,7 @@ class Trainer:
             self.model.train()
             sums, count, tic, tic_step = {}, 0, time.perf_counter(), self.step
             while self.step < last_step and self._signal is None:
-                epoch, i = divmod(self.step, self.steps_per_epoch)
-                indices = self.batch_indices(epoch)[i]
-                metrics = self.training_step(self.step, self.data.images[indices])
+                metrics = self.training_step(self.step, self.next_batch(self.step))
                 self.step += 1
                 bar.update(1)
                 for k, v in metrics.items():

@@ -1,0 +1,88 @@
+"""Datasets too large for the device (ImageNet, big image folders): crop per image, the rest batched.
+
+Small sets live whole on the device and `augment.apply` does everything there. A folder of
+full-size photos cannot: each image must be decoded from disk anyway, so the DataLoader workers
+do the two things that need the full image, decode and crop (RandomResizedCrop's box, drawn with
+`augment.sample_crop`, cut and resized with PIL), and return the crop boxes with the small views.
+Flip, colour jitter, grayscale, blur and solarize then run batched on the device as usual, and
+the predictor sees the true crop parameters.
+
+    dataset = FolderCrops("data/imagenet/train", AugmentationConfig.imagenet())
+    images, crops, labels = dataset[0]   # (3, 3, S, S) uint8 [x_o, view 1, view 2], (2, 4) boxes
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from .augment import AugmentationConfig, AugmentationParams, apply, sample_crop
+
+
+class FolderCrops(Dataset):
+    """An ImageFolder that returns, per image, x_o and two random resized crops as uint8 tensors.
+
+    Item i: images (3, 3, S, S) uint8 = [original (shorter side resized to S, centre-cropped),
+    view 1 crop, view 2 crop], crops (2, 4) float (top, left, height, width fractions of the full
+    image), label int. Crop boxes come from a generator seeded by (seed, epoch, i), so a run is
+    reproducible whatever the number of workers; call `set_epoch` once per epoch.
+    """
+
+    def __init__(self, root, aug: AugmentationConfig, seed: int = 0):
+        from torchvision.datasets import ImageFolder
+
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder {root} does not exist")
+        self.folder = ImageFolder(str(root))
+        self.aug, self.seed, self.epoch = aug, seed, 0
+        self.classes = list(self.folder.classes)
+
+    def __len__(self) -> int:
+        return len(self.folder.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+        from torchvision.transforms.v2 import functional as TF
+
+        path, label = self.folder.samples[index]
+        with Image.open(path) as file:
+            image = file.convert("RGB")
+        width, height = image.size
+        size = self.aug.size
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+        crops = sample_crop(2, (height, width), self.aug.crop_scale, self.aug.crop_ratio, g)
+        resample = Image.BICUBIC if self.aug.interpolation == "bicubic" else Image.BILINEAR
+        views = []
+        for top, left, h, w in crops.tolist():
+            box = (left * width, top * height, (left + w) * width, (top + h) * height)
+            views.append(TF.pil_to_tensor(image.resize((size, size), resample, box=box)))
+        original = TF.center_crop(TF.resize(TF.pil_to_tensor(image), size, antialias=True), [size, size])
+        return torch.stack([original, *views]), crops, label
+
+
+def views_from_crops(images: torch.Tensor, crops: torch.Tensor, aug: AugmentationConfig, generator,
+                     device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, AugmentationParams, AugmentationParams]:
+    """Finish a batch of FolderCrops on the device: x_o, x_1, x_2 and the full parameters.
+
+    images (N, 3, 3, S, S) uint8, crops (N, 2, 4). The other parameters are drawn on the device;
+    `apply` runs with a full-image box (the views are already cropped) while the returned params
+    hold the real boxes, which is what encode() must see.
+    """
+    images, crops = images.to(device, non_blocking=True), crops.to(device, non_blocking=True)
+    n = images.shape[0]
+    x_o = aug.normalize(images[:, 0])
+    views, params = [], []
+    for k in (0, 1):
+        p = aug.sample(n, (aug.size, aug.size), generator, device, view=k)
+        already_cropped = p.clone()
+        already_cropped.crop = AugmentationParams.identity(n, device).crop
+        views.append(apply(images[:, k + 1], already_cropped, aug))
+        p.crop = crops[:, k]
+        params.append(p)
+    return x_o, views[0], views[1], params[0], params[1]

@@ -1,0 +1,259 @@
+"""Shipped checkpoints: small, weights-only files that let notebooks open instantly.
+
+    from equimod_edu.pretrained import available, load_pretrained
+    available()                                      # ['equimod', 'equimod-mlp-cyclic', 'simclr']
+    model, cfg, metrics = load_pretrained("equimod")  # model in eval mode, its TrainConfig, its metrics
+
+Each file in ``data/pretrained/`` holds one trained model (its state dict in float32 on the CPU),
+its TrainConfig and the headline metrics of its evaluation (``compare.headline`` of the run's
+``eval/report.json``); no optimiser, so a few MB each. ``MANIFEST.json`` lists, per name: the
+file, its size and SHA-256, the command that trained it, an equivalent ``equimod-edu train``
+command, and the metrics. ``load_pretrained`` checks the SHA-256 before loading and says what to
+do when a file is missing or altered.
+
+How the shipped files were made (the project's own commands, nothing else):
+
+    equimod-edu compare --variants simclr,equimod,equimod-mlp-cyclic --seeds 0,1,2 \\
+        --out runs/headline-simclr --overrides train_subset=8000 --no-progress
+    python -c "from equimod_edu.pretrained import export_pretrained as e; \\
+        e('runs/headline-simclr/simclr-s0', 'simclr'); e('runs/headline-simclr/equimod-s0', 'equimod')"
+
+A rebuilt file will not have the same SHA-256 as the shipped one (floating-point sums differ
+between machines and thread counts); ``export_pretrained`` records the new one in the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from . import __version__
+from .data import DATA_DIR
+
+__all__ = ["PRETRAINED_DIR", "MANIFEST_NAME", "PretrainedError", "available", "manifest", "export_pretrained",
+           "load_pretrained", "sha256_of", "train_command", "verify"]
+
+#: Where the shipped checkpoints and their manifest live.
+PRETRAINED_DIR = DATA_DIR / "pretrained"
+MANIFEST_NAME = "MANIFEST.json"
+
+
+class PretrainedError(RuntimeError):
+    """A shipped checkpoint is unknown, missing or altered (the message says how to rebuild it)."""
+
+
+# --------------------------------------------------------------------------------------------
+# The manifest
+# --------------------------------------------------------------------------------------------
+def _dir(directory) -> Path:
+    return Path(directory) if directory is not None else PRETRAINED_DIR
+
+
+def manifest(directory=None) -> dict:
+    """The manifest {"version", "checkpoints": {name: entry}} ({} of checkpoints when there is none)."""
+    path = _dir(directory) / MANIFEST_NAME
+    if not path.exists():
+        return {"version": __version__, "checkpoints": {}}
+    return json.loads(path.read_text())
+
+
+def available(directory=None) -> list[str]:
+    """Names of the checkpoints listed in the manifest (sorted)."""
+    return sorted(manifest(directory)["checkpoints"])
+
+
+def _write_manifest(data: dict, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{MANIFEST_NAME}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, directory / MANIFEST_NAME)
+
+
+def sha256_of(path) -> str:
+    """The SHA-256 of a file, as 64 hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Commands that (re)build a checkpoint
+# --------------------------------------------------------------------------------------------
+def _flag_value(value) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def train_command(config: dict, preset: Optional[str] = None) -> str:
+    """An ``equimod-edu train`` command line that reproduces a run's config (a dict of TrainConfig).
+
+    The preset is the one that shares most values with the config (``cpu-demo`` for the shipped
+    models) unless given; every field that differs from it becomes a flag, the run folder --out.
+    """
+    from .train import TrainConfig
+
+    if preset is None:
+        def shared(values: dict) -> int:
+            return sum(config.get(k) == v for k, v in values.items())
+        preset = max(TrainConfig.PRESETS, key=lambda name: shared(TrainConfig.PRESETS[name]))
+    reference = TrainConfig.preset(preset).to_dict()
+    parts = ["equimod-edu", "train", "--preset", preset]
+    for name, value in config.items():
+        if name in ("out_dir", "progress") or reference.get(name) == value:
+            continue
+        if name == "param_groups" and value is not None:
+            value = tuple(value)
+            if reference.get(name) == value:
+                continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + name.replace("_", "-"))
+        else:
+            parts += [flag, _flag_value(value) if value is not None else "none"]
+    parts += ["--out", config.get("out_dir", "runs/pretrained")]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _run_command(run_dir: Path) -> Optional[str]:
+    """The command line that trained the run, from its environment.json (argv), if recorded."""
+    path = run_dir / "environment.json"
+    if not path.exists():
+        return None
+    argv = list(json.loads(path.read_text()).get("argv") or [])
+    if not argv:
+        return None
+    if argv[0].endswith(("cli.py", "equimod-edu")):
+        argv[0] = "equimod-edu"
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def _rebuild_hint(name: str, entry: Optional[dict]) -> str:
+    entry = entry or {}
+    lines = ["To rebuild it, train and evaluate the run with the project's own command, then export it:"]
+    if entry.get("command"):
+        lines.append(f"    {entry['command']}")
+    if entry.get("train_command"):
+        lines.append(f"    (or one run alone: {entry['train_command']}")
+        lines.append(f"     then: equimod-edu evaluate {entry.get('run_dir', 'RUN_DIR')} --fast)")
+    run_dir = entry.get("run_dir", "RUN_DIR")
+    lines.append(f"    python -c \"from equimod_edu.pretrained import export_pretrained; "
+                 f"export_pretrained('{run_dir}', '{name}')\"")
+    lines.append("Or restore the shipped file from git: git checkout -- data/pretrained/")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Export and load
+# --------------------------------------------------------------------------------------------
+def export_pretrained(run_dir, name: str, out_dir=None, command: Optional[str] = None) -> dict:
+    """Write run_dir's model as a weights-only checkpoint ``out_dir/<name>.pt`` and list it in the manifest.
+
+    run_dir: a finished training run (``checkpoint.pt``) that has been evaluated
+    (``eval/report.json``, written by ``equimod-edu compare`` or ``equimod-edu evaluate``).
+    The file holds {"model": state dict, float32, CPU, contiguous; "config": TrainConfig dict;
+    "metrics": compare.headline(report); "name"; "version"}: no optimiser, a few MB. The run's
+    full report is copied beside it as ``<name>.report.json``. command: how the run was trained
+    (default: the argv in the run's environment.json). Returns the manifest entry.
+    """
+    from .compare import headline
+    from .train import load_checkpoint
+
+    run_dir, out = Path(run_dir), _dir(out_dir)
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"name must be a plain file stem (e.g. 'equimod'), got {name!r}")
+    report_path = run_dir / "eval" / "report.json"
+    if not report_path.exists():
+        raise FileNotFoundError(f"{report_path} does not exist: evaluate the run first "
+                                f"(equimod-edu evaluate {run_dir} --fast), then export it")
+    state = load_checkpoint(run_dir)
+    if state.get("stop_reason") != "finished":
+        raise ValueError(f"{run_dir} has not finished training (stop_reason {state.get('stop_reason')!r}); "
+                         f"continue it with: equimod-edu train --out {run_dir} --resume")
+    report = json.loads(report_path.read_text())
+    metrics = headline(report)
+    weights = {key: (value.detach().float() if value.is_floating_point() else value.detach()).cpu().contiguous()
+               for key, value in state["model"].items()}
+    payload = {"model": weights, "config": state["config"], "metrics": metrics, "name": name,
+               "version": __version__}
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.pt"
+    tmp = out / f".{name}.pt.tmp{os.getpid()}"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    (out / f"{name}.report.json").write_text(json.dumps(report, indent=2) + "\n")
+    history = state.get("metrics") or []
+    entry = {
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "sha256": sha256_of(path),
+        "report": f"{name}.report.json",
+        "run_dir": str(run_dir),
+        "command": command or _run_command(run_dir),
+        "train_command": train_command(state["config"]),
+        "config": state["config"],
+        "metrics": metrics,
+        "evaluation": {"fast": report.get("meta", {}).get("fast"), "seed": report.get("meta", {}).get("seed"),
+                       "sizes": report.get("meta", {}).get("sizes")},
+        "training": {"steps": state.get("step"), "epochs": state.get("epoch"),
+                     "final_loss": history[-1].get("loss") if history else None,
+                     "final_gain": history[-1].get("gain") if history else None},
+        "version": __version__,
+    }
+    data = manifest(out)
+    data["version"] = __version__
+    data["checkpoints"][name] = entry
+    data["checkpoints"] = dict(sorted(data["checkpoints"].items()))
+    _write_manifest(data, out)
+    return entry
+
+
+def verify(name: str, directory=None) -> Path:
+    """The path of checkpoint `name` after checking it is listed, present and unaltered (SHA-256).
+
+    Raises PretrainedError with what is wrong and the commands that rebuild the file.
+    """
+    directory = _dir(directory)
+    entries = manifest(directory)["checkpoints"]
+    if name not in entries:
+        known = ", ".join(sorted(entries)) or "none"
+        raise PretrainedError(f"no shipped checkpoint named {name!r} in {directory / MANIFEST_NAME} "
+                              f"(available: {known}).")
+    entry = entries[name]
+    path = directory / entry["file"]
+    if not path.exists():
+        raise PretrainedError(f"the shipped checkpoint {name!r} is missing: {path} does not exist.\n"
+                              + _rebuild_hint(name, entry))
+    actual = sha256_of(path)
+    if actual != entry["sha256"]:
+        raise PretrainedError(
+            f"the shipped checkpoint {name!r} was altered: {path} has SHA-256 {actual[:16]}..., the manifest "
+            f"says {entry['sha256'][:16]}... ({path.stat().st_size} bytes, expected {entry.get('bytes')}). "
+            f"It may be truncated, edited, or a Git LFS pointer instead of the file.\n" + _rebuild_hint(name, entry))
+    return path
+
+
+def load_pretrained(name: str, directory=None, map_location="cpu"):
+    """(model in eval mode, TrainConfig, metrics dict) of a shipped checkpoint, after checking its SHA-256.
+
+    metrics: the headline metrics measured when it was exported (see compare.METRICS).
+    """
+    from .models import EquiModModel
+    from .train import TrainConfig
+
+    path = verify(name, directory)
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    cfg = TrainConfig.from_dict(state["config"])
+    model = EquiModModel(cfg.model_config())
+    model.load_state_dict(state["model"])
+    return model.to(map_location).eval(), cfg, dict(state["metrics"])
