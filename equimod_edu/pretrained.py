@@ -34,13 +34,13 @@ from typing import Optional
 import torch
 
 from . import __version__
-from .data import DATA_DIR
 
 __all__ = ["PRETRAINED_DIR", "MANIFEST_NAME", "PretrainedError", "available", "manifest", "export_pretrained",
            "load_pretrained", "sha256_of", "train_command", "verify"]
 
-#: Where the shipped checkpoints and their manifest live.
-PRETRAINED_DIR = DATA_DIR / "pretrained"
+#: Where the shipped checkpoints and their manifest live: the repository's ``data/pretrained/``. They
+#: ship with the code, so EQUIMOD_DATA (which moves the dataset cache, see data.DATA_DIR) does not move them.
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "data" / "pretrained"
 MANIFEST_NAME = "MANIFEST.json"
 
 
