@@ -20,12 +20,7 @@ TINY_EVAL = EvalSizes(n_train=128, n_test=64, equi_images=8, gallery_size=4, pos
                       posthoc_epochs=1, param_train=64, param_test=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
