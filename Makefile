@@ -5,7 +5,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lab bench clean
+.PHONY: setup browser demo test lab bench clean
+
+# JupyterLab refuses to start as root unless told; CI machines and containers run as root.
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,14 +17,25 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The browser test (tests/test_browser.py) drives Debian's Chromium. Install it where it is missing and
+# we may (root with apt-get, as on CI); elsewhere say how, and the test skips itself.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium for the browser test (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "note: no chromium; the browser test will be skipped (sudo apt-get install chromium to run it)"; \
+	fi
+
 demo: setup
 	$(PY) -m equimod_edu.cli demo
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
 
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks/
 
 bench: setup
 	$(PY) benchmarks/augment.py

@@ -17,12 +17,16 @@ Explorers (core ipywidgets + matplotlib, for ``%matplotlib inline`` in JupyterLa
 Every explorer is a small class: ``controls`` (name -> widget, one per augmentation),
 ``params()`` (the AugmentationParams the controls describe), ``compute()`` (a dict of numbers and
 arrays: pure, testable without a browser), ``render()`` (a matplotlib figure into an
-``ipywidgets.Output``) and ``widget`` (the box to display). Moving a control calls ``update()``
-= compute + render. ``explorer.set(hue=0.3, flip=True)`` moves several controls with one update.
+``ipywidgets.Output``, and the numbers as text into ``readout``, an ``ipywidgets.HTML``) and
+``widget`` (the box to display). Moving a control calls ``update()`` = compute + render.
+``explorer.set(hue=0.3, flip=True)`` moves several controls with one update. In the page, every
+part carries a CSS class (``equimod-explorer``, ``equimod-control-<name>``, ``equimod-figure``,
+``equimod-readout``): the browser test finds them by it, and a teacher can restyle them.
 """
 
 from __future__ import annotations
 
+import html
 import io
 import itertools
 import math
@@ -354,6 +358,7 @@ class _Explorer:
         self._identity = {name: w.value for name, w in self.controls.items() if name != "image"}
         self.controls["image"].value = image
         self.output = widgets.Output()
+        self.readout = widgets.HTML()        # the numbers of the figure, as text (copyable, searchable)
         self.result: Optional[dict] = None
         self.png: Optional[bytes] = None     # the last rendered figure
         self.timings: list[float] = []       # seconds per update (compute + render)
@@ -363,7 +368,12 @@ class _Explorer:
         columns = [widgets.VBox([self.controls[n] for n in column if n in self.controls])
                    for column in CONTROL_COLUMNS]
         columns[-1].children += (reset,)
-        self.widget = widgets.VBox([widgets.HBox(columns), self.output])
+        self.widget = widgets.VBox([widgets.HBox(columns), self.output, self.readout])
+        self.widget.add_class("equimod-explorer")
+        self.output.add_class("equimod-figure")
+        self.readout.add_class("equimod-readout")
+        for name, control in self.controls.items():
+            control.add_class(f"equimod-control-{name}")
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
 
@@ -427,14 +437,20 @@ class _Explorer:
         return self.result
 
     def render(self) -> None:
-        """Draw the current result into ``self.output`` (stored as PNG bytes in ``self.png``)."""
+        """Draw the current result into ``self.output`` (stored as PNG bytes in ``self.png``) and
+        write its numbers into ``self.readout``."""
         self.png = _png(self.figure(self.result), self.dpi)
+        self.readout.value = self.readout_html(self.result)
         _show(self.output, self.png)
 
     def compute(self) -> dict:
         raise NotImplementedError
 
     def figure(self, result: Optional[dict] = None):
+        raise NotImplementedError
+
+    def readout_html(self, result: Optional[dict] = None) -> str:
+        """The result's numbers as a small HTML fragment (shown under the figure)."""
         raise NotImplementedError
 
     def _ipython_display_(self):
@@ -489,6 +505,14 @@ class AugmentationExplorer(_Explorer):
         ax.tick_params(axis="y", labelsize=7)
         ax.set_title("encoded t = aug.encode(params): standardised, what the predictor reads", fontsize=8)
         return fig
+
+    def readout_html(self, result: Optional[dict] = None) -> str:
+        """The view's parameters in words and t, one "name value" per column."""
+        r = result or self.result
+        t = " ".join(f'<span data-name="{html.escape(n)}">{html.escape(n)}&nbsp;{v:+.2f}</span>'
+                     for n, v in zip(r["names"], r["encoded"].tolist()))
+        return (f'<div class="equimod-params"><b>view:</b> {html.escape(r["description"])}</div>'
+                f'<div class="equimod-t" style="font-family: monospace; font-size: 11px"><b>t:</b> {t}</div>')
 
 
 @dataclass
@@ -644,6 +668,20 @@ class DisplacementExplorer(_Explorer):
                          f"gain {result_k['gain']:+.3f}   rank {result_k['rank']}/{result_k['gallery']} "
                          f"(y_o: {result_k['rank_invariant']})", fontsize=8)
         return fig
+
+    def readout_html(self, result: Optional[dict] = None) -> str:
+        """A table, one row per model: cos(y, y_hat), cos(y, y_o), gain, rank of the true view."""
+        r = result or self.result
+        head = "".join(f"<th style='padding: 0 8px'>{h}</th>" for h in
+                       ("model", "cos(y, y_hat)", "cos(y, y_o)", "gain", "rank (y_hat)", "rank (y_o)"))
+        rows = "".join(
+            f'<tr data-model="{html.escape(name)}"><td>{html.escape(name)}</td>'
+            f'<td class="cos-pred">{m["cos_pred"]:.3f}</td><td class="cos-invariant">{m["cos_invariant"]:.3f}</td>'
+            f'<td class="gain">{m["gain"]:+.3f}</td><td class="rank">{m["rank"]}/{m["gallery"]}</td>'
+            f'<td class="rank-invariant">{m["rank_invariant"]}/{m["gallery"]}</td></tr>'
+            for name, m in r["models"].items())
+        return (f'<div class="equimod-params"><b>view:</b> {html.escape(describe_params(r["params"]))}</div>'
+                f'<table class="equimod-numbers" style="text-align: right"><tr>{head}</tr>{rows}</table>')
 
 
 def _draw_displacement(ax, m: _ModelView, r: dict, zoom: bool, legend: bool) -> None:

@@ -4,10 +4,12 @@ Tiny untrained models (ConvNet, 32 x 32 synthetic images) in eval mode; matplotl
 """
 
 import math
+import re
 import sys
 import types
 
 import matplotlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -125,6 +127,20 @@ def test_hue_slider_sets_the_hue_changes_the_view_and_the_vector(images):
     hue = AUG.encoded_groups()["hue"]
     assert torch.allclose(after["encoded"], AUG.encode(after["params"])[0])
     assert not torch.allclose(after["encoded"][hue], before["encoded"][hue])
+
+
+def test_the_readout_shows_the_parameters_and_t_as_text(images):
+    explorer = ex.AugmentationExplorer(images, AUG)
+    assert "jitter B" not in explorer.readout.value  # identity: no jitter in the description
+    explorer.controls["hue"].value = 0.3
+    text = explorer.readout.value
+    assert "h+0.30" in text and ex.describe_params(explorer.params()).replace(",", "") in text.replace(",", "")
+    shown = re.findall(r'data-name="([^"]+)">[^&]+&nbsp;([-+][0-9.]+)<', text)
+    assert [name for name, _ in shown] == explorer.result["names"]
+    assert [float(v) for _, v in shown] == pytest.approx(explorer.result["encoded"].tolist(), abs=0.006)
+    classes = {name: control._dom_classes for name, control in explorer.controls.items()}
+    assert all(f"equimod-control-{name}" in c for name, c in classes.items())
+    assert "equimod-readout" in explorer.readout._dom_classes and "equimod-figure" in explorer.output._dom_classes
 
 
 def test_crop_flip_gray_and_image_controls(images):
@@ -248,6 +264,17 @@ def test_the_figure_has_one_map_per_model(explorer):
     titles = [ax.get_title() for ax in fig.axes]
     assert sum(t.startswith("SimCLR") for t in titles) == 1 and sum(t.startswith("EquiMod") for t in titles) == 1
     assert explorer.png[:4] == b"\x89PNG"
+
+
+def test_the_readout_table_shows_each_models_numbers(explorer):
+    explorer.set(hue=0.2)
+    text = explorer.readout.value
+    for name, r in explorer.result["models"].items():
+        row = re.search(rf'<tr data-model="{name}">(.*?)</tr>', text).group(1)
+        assert f'class="cos-pred">{r["cos_pred"]:.3f}<' in row and f'class="gain">{r["gain"]:+.3f}<' in row
+        assert f'class="rank">{r["rank"]}/{r["gallery"]}<' in row
+    assert "h+0.20" in text
+    explorer.reset()
 
 
 def test_displacement_explorer_rejects_a_baseline_without_predictor(models, images):

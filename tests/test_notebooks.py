@@ -8,7 +8,6 @@ system "python3" kernel of another environment is never picked up.
 """
 
 import json
-import os
 import re
 import sys
 import time
@@ -20,6 +19,7 @@ import equimod_edu
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
+from ipykernel.kernelspec import write_kernel_spec  # noqa: E402  (a spec whose argv starts sys.executable)
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -37,11 +37,8 @@ def code_cells(nb):
 @pytest.fixture
 def kernel_of_this_python(tmp_path, monkeypatch):
     """A "python3" kernel spec that starts sys.executable, first on JUPYTER_PATH."""
-    spec = tmp_path / "jupyter" / "kernels" / "python3"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (equimod_edu tests)", "language": "python"}))
+    write_kernel_spec(tmp_path / "jupyter" / "kernels" / "python3",
+                      overrides={"display_name": "Python 3 (equimod_edu tests)"})
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     return "python3"
 
@@ -164,3 +161,21 @@ def test_the_retrain_flag_trains_a_matched_pair_instead_of_loading(path, tmp_pat
         pytest.fail(f"{path.name} with RETRAIN = True failed:\n{str(error)[-4000:]}")
     runs = sorted(p.parent.name for p in (workdir / "runs" / "notebooks").glob("*/checkpoint.pt"))
     assert len(runs) == 2 and any("simclr" in r for r in runs) and any("equimod" in r for r in runs), runs
+
+
+# ---------------------------------------------------------------- the measured story stays true
+STORY_METRICS = ("shape_acc", "colour_acc", "colour_knn", "mrr", "hue_sensitivity", "hue_r2")
+
+
+@pytest.mark.parametrize("name", ["headline-simclr", "hue05", "headline-byol"])
+def test_notebook_5_tells_the_numbers_of_the_shipped_results(name):
+    """The tables in notebook 5's prose are exactly what compare.table_markdown prints from data/results."""
+    from equimod_edu.compare import table_markdown
+
+    result = json.loads((REPO / "data" / "results" / f"{name}.json").read_text())
+    expected = table_markdown(result["summary"], STORY_METRICS)
+    nb = read(REPO / "notebooks" / "05_what_the_representation_keeps.ipynb")
+    prose = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
+    assert f"`data/results/{name}.json`" in prose
+    assert expected in prose, (f"notebook 5's table for {name} differs from data/results/{name}.json; paste:\n"
+                               f"{expected}")
