@@ -3,6 +3,7 @@
 Tiny untrained models (ConvNet, 32 x 32 synthetic images) in eval mode; matplotlib's Agg backend.
 """
 
+import html
 import math
 import re
 import sys
@@ -131,7 +132,8 @@ def test_hue_slider_sets_the_hue_changes_the_view_and_the_vector(images):
 
 def test_the_readout_shows_the_parameters_and_t_as_text(images):
     explorer = ex.AugmentationExplorer(images, AUG)
-    assert "jitter B" not in explorer.readout.value  # identity: no jitter in the description
+    view_line = re.search(r'<div class="equimod-params">(.*?)</div>', explorer.readout.value).group(1)
+    assert view_line == "<b>view:</b> crop 1.00x1.00 @(0.00,0.00)"  # identity: no jitter, flip or gray
     explorer.controls["hue"].value = 0.3
     text = explorer.readout.value
     assert "h+0.30" in text and ex.describe_params(explorer.params()).replace(",", "") in text.replace(",", "")
@@ -270,11 +272,20 @@ def test_the_readout_table_shows_each_models_numbers(explorer):
     explorer.set(hue=0.2)
     text = explorer.readout.value
     for name, r in explorer.result["models"].items():
-        row = re.search(rf'<tr data-model="{name}">(.*?)</tr>', text).group(1)
+        row = re.search(rf'<tr data-model="{re.escape(html.escape(name))}">(.*?)</tr>', text).group(1)
         assert f'class="cos-pred">{r["cos_pred"]:.3f}<' in row and f'class="gain">{r["gain"]:+.3f}<' in row
+        assert f'class="cos-invariant">{r["cos_invariant"]:.3f}<' in row
         assert f'class="rank">{r["rank"]}/{r["gallery"]}<' in row
+        assert f'class="rank-invariant">{r["rank_invariant"]}/{r["gallery"]}<' in row
     assert "h+0.20" in text
     explorer.reset()
+
+
+def test_the_readout_escapes_model_names(explorer):
+    """A model's name is shown as text, never as markup."""
+    row = next(iter(explorer.result["models"].values()))
+    text = explorer.readout_html({**explorer.result, "models": {'<b>"A&B"</b>': row}})
+    assert '<b>"A&B"</b>' not in text and "&lt;b&gt;&quot;A&amp;B&quot;&lt;/b&gt;" in text
 
 
 def test_displacement_explorer_rejects_a_baseline_without_predictor(models, images):
