@@ -167,7 +167,7 @@ def test_the_retrain_flag_trains_a_matched_pair_instead_of_loading(path, tmp_pat
 STORY_METRICS = ("shape_acc", "colour_acc", "colour_knn", "mrr", "hue_sensitivity", "hue_r2")
 
 
-@pytest.mark.parametrize("name", ["headline-simclr", "hue05", "headline-byol"])
+@pytest.mark.parametrize("name", ["headline-simclr", "hue05", "budget12", "headline-byol"])
 def test_notebook_5_tells_the_numbers_of_the_shipped_results(name):
     """The tables in notebook 5's prose are exactly what compare.table_markdown prints from data/results."""
     from equimod_edu.compare import table_markdown
