@@ -260,6 +260,10 @@ def _worker(rank, port, out_dir):
         (inv + equi).backward()
         torch.save({"inv": inv.detach(), "equi": equi.detach(),
                     "grads": [x.grad for x in local]}, f"{out_dir}/rank{rank}.pt")
+        # Both ranks done with every collective before either tears gloo down: without it, one rank
+        # closing its connections while the other still finishes the backward's collective was
+        # seen to abort ("terminate called without an active exception") on a loaded machine.
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
