@@ -15,6 +15,7 @@ import os
 import platform
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import nbclient
@@ -47,19 +48,17 @@ def time_notebook(path: Path, mode: str) -> dict:
         seconds = time.perf_counter() - tic
     cells = []
     for index, cell in enumerate(nb.cells):
-        timing = cell.get("metadata", {}).get("execution", {})
+        timing = cell.get("metadata", {}).get("execution", {})  # ISO timestamps, written by record_timing
         if cell.cell_type == "code" and "shell.execute_reply" in timing:
-            start = timing["iopub.execute_input"] if "iopub.execute_input" in timing else timing["shell.execute_reply.started"]
-            took = _seconds_between(start, timing["shell.execute_reply"])
+            start = timing.get("iopub.execute_input") or timing["shell.execute_reply.started"]
+            took = (_time(timing["shell.execute_reply"]) - _time(start)).total_seconds()
             cells.append((index, round(took, 1), cell.source.splitlines()[0][:60] if cell.source else ""))
     cells.sort(key=lambda c: -c[1])
     return {"notebook": path.name, "mode": mode, "seconds": round(seconds, 1), "slowest_cells": cells[:3]}
 
 
-def _seconds_between(start: str, end: str) -> float:
-    from datetime import datetime
-    parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
-    return (parse(end) - parse(start)).total_seconds()
+def _time(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))   # Python 3.10 does not read a trailing Z
 
 
 def main(argv=None):

@@ -374,7 +374,6 @@ class _Explorer:
         self.readout.add_class("equimod-readout")
         for name, control in self.controls.items():
             control.add_class(f"equimod-control-{name}")
-        for control in self.controls.values():
             control.observe(self._on_change, names="value")
 
     # ---- reading and setting the controls ----------------------------------------------------
