@@ -23,7 +23,7 @@ from ipykernel.kernelspec import write_kernel_spec  # noqa: E402  (a spec whose 
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-TIMEOUT_S = 600  # per cell: a guard against a hung kernel, not a speed target (speed lives in benchmarks/)
+TIMEOUT_S = 300  # per cell: a guard against a hung kernel, not a speed target (speed lives in benchmarks/)
 
 
 def read(path):
@@ -114,18 +114,26 @@ def test_notebooks_call_the_library_and_leave_exercise_stubs(path):
 @pytest.mark.timeout(3 * TIMEOUT_S)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_runs_top_to_bottom_in_fast_mode(path, tmp_path, monkeypatch, kernel_of_this_python):
-    nb = read(path)
-    nb.cells.append(nbformat.v4.new_code_cell("import sys; print('KERNEL', sys.executable)"))
     monkeypatch.setenv("EQUIMOD_FAST", "1")
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    client = nbclient.NotebookClient(nb, kernel_name=kernel_of_this_python, timeout=TIMEOUT_S,
-                                     resources={"metadata": {"path": str(workdir)}})
     tic = time.perf_counter()
-    try:
-        client.execute()
-    except nbclient.exceptions.CellExecutionError as error:
-        pytest.fail(f"{path.name} failed in fast mode:\n{str(error)[-4000:]}")
+    for attempt in (1, 2):
+        nb = read(path)
+        nb.cells.append(nbformat.v4.new_code_cell("import sys; print('KERNEL', sys.executable)"))
+        workdir = tmp_path / f"work{attempt}"
+        workdir.mkdir()
+        client = nbclient.NotebookClient(nb, kernel_name=kernel_of_this_python, timeout=TIMEOUT_S,
+                                         resources={"metadata": {"path": str(workdir)}})
+        try:
+            client.execute()
+            break
+        except nbclient.exceptions.CellExecutionError as error:   # an error in a cell: never retried
+            pytest.fail(f"{path.name} failed in fast mode:\n{str(error)[-4000:]}")
+        except nbclient.exceptions.CellTimeoutError:
+            # Seen once in CI: the kernel idle, nbclient still waiting for a reply that never came.
+            # A fresh kernel gets one more try; a second hang fails.
+            if attempt == 2:
+                raise
+            print(f"{path.name}: no reply within {TIMEOUT_S} s; retrying once with a fresh kernel")
     seconds = time.perf_counter() - tic
     print(f"{path.name}: {seconds:.0f} s in fast mode")
 
