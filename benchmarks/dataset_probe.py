@@ -68,6 +68,10 @@ except ImportError:  # models.py not there yet: the same architecture, defined h
 CLASS_LABELS = ("shape", "colour")
 FACTORS = ("x", "y", "scale", "rotation")
 
+# The first shipped design: backgrounds blending two random *saturated* colours (a per-image
+# identifier that survives crops and a small hue jitter; docs/research_log.md).
+FIRST_DESIGN = SyntheticSpec(bg_sat=(0.2, 0.9), version=1)
+
 # The first prototype, for comparison: 6 shapes x 8 saturated, bright hues on coloured noise.
 PROTOTYPE = SyntheticSpec(
     n_shapes=6, n_hues=8, hue_jitter=5.0, obj_sat=(0.85, 1.0), obj_val=(0.85, 1.0),
@@ -133,7 +137,7 @@ def parse_knob(text: str) -> tuple[str, object]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--design", choices=["default", "prototype"], default="default")
+    p.add_argument("--design", choices=["default", "first", "prototype"], default="default")
     p.add_argument("--n-train", type=int, default=16_000)
     p.add_argument("--n-test", type=int, default=4_000)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of the random init")
@@ -145,7 +149,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")  # sklearn's ill-conditioning notes on raw pixels
-    spec = SyntheticSpec() if args.design == "default" else PROTOTYPE
+    spec = {"default": SyntheticSpec(), "first": FIRST_DESIGN, "prototype": PROTOTYPE}[args.design]
     spec = dataclasses.replace(spec, **dict(parse_knob(kv) for kv in args.set))
 
     t = time.process_time()

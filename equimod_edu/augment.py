@@ -197,8 +197,16 @@ class AugmentationConfig:
 
     @classmethod
     def synthetic(cls, **overrides) -> "AugmentationConfig":
-        """The shipped synthetic dataset: CIFAR-10's pipeline with neutral normalisation statistics."""
-        base = dict(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+        """The shipped synthetic dataset: CIFAR-10's pipeline, but a hue jitter of +-0.5 turn.
+
+        Each augmentation must really destroy the factor it acts on. The object colour classes
+        are 30 degrees apart; CIFAR's +-0.1 turn (+-36 degrees) moves a colour by about one class,
+        so colour survives the jitter, stays a useful feature for instance discrimination and no
+        invariance to colour can be seen. +-0.5 turn spreads any colour over the whole hue circle
+        (with grayscale p 0.2 on top), so an invariant representation must drop the colour label.
+        Normalisation statistics are neutral (0.5, 0.25): the images are synthetic.
+        """
+        base = dict(hue=0.5, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
         return cls(**{**base, **overrides})
 
     PRESETS = ("cifar10", "imagenet", "byol_cifar10", "byol_imagenet", "synthetic")

@@ -4,10 +4,10 @@
     equimod-edu gallery                            # the augmentation engine, as a figure
     equimod-edu compare --variants simclr,equimod --seeds 0,1,2 --out runs/headline
     equimod-edu evaluate runs/equimod
-    equimod-edu train --preset cpu-demo --out runs/equimod
-    equimod-edu train --preset cpu-demo --no-equimod --out runs/simclr
+    equimod-edu train --preset cpu-live --out runs/equimod
+    equimod-edu train --preset cpu-live --no-equimod --out runs/simclr
     equimod-edu train --out runs/equimod --resume
-    torchrun --nproc_per_node=2 -m equimod_edu.cli train --preset cpu-demo --out runs/ddp
+    torchrun --nproc_per_node=2 -m equimod_edu.cli train --preset cpu-live --out runs/ddp
 
 Every TrainConfig field is a flag (`--batch-size 128`, `--hue-encoding cyclic`,
 `--augment-overrides hue=0.5,gray_p=0`, `--param-groups crop,hue`).
@@ -160,7 +160,7 @@ def cmd_compare(args) -> int:
         print(f"error: unknown variants {unknown}; choose from {sorted(VARIANTS)}", file=sys.stderr)
         return 2
     result = compare(variants, _seeds(args.seeds), args.out, preset=args.preset, overrides=args.overrides or {},
-                     fast_eval=not args.full_eval, progress=not args.no_progress)
+                     fast_eval=not args.full_eval, progress=not args.no_progress, random_init=not args.no_random_init)
     print("\n" + table_markdown(result["summary"]))
     print(f"\nwall time {result['wall_seconds']:.0f} s")
     print(f"{Path(args.out) / 'comparison.json'}")
@@ -176,7 +176,7 @@ def cmd_demo(args) -> int:
     start = time.perf_counter()
     out = Path(args.out)
     cmd_gallery(argparse.Namespace(out=str(out), seed=args.seed))
-    print("\ntraining SimCLR and SimCLR+EquiMod (preset cpu-demo, same backbone, budget and seed), "
+    print("\ntraining SimCLR and SimCLR+EquiMod (preset cpu-live, same backbone, budget and seed), "
           "then evaluating both and a random-init backbone on held-out images...")
     overrides, sizes = dict(args.overrides or {}), None
     if args.quick:  # a one-minute smoke run of the whole job: tiny data, one epoch, small evaluation
@@ -184,17 +184,32 @@ def cmd_demo(args) -> int:
         overrides = {"train_subset": 512, "epochs": 1, "batch_size": 64, **overrides}
         sizes = EvalSizes(n_train=512, n_test=256, equi_images=32, gallery_size=4, posthoc_images=256,
                           posthoc_pairs=1, posthoc_epochs=3, param_train=256, param_test=128)
-    result = compare(["simclr", "equimod"], [args.seed], out, preset="cpu-demo", overrides=overrides,
+    result = compare(["simclr", "equimod"], [args.seed], out, preset="cpu-live", overrides=overrides,
                      progress=not args.no_progress, eval_sizes=sizes)
-    print("\n" + table_markdown(result["summary"]))
+    table = table_markdown(result["summary"])
+    print("\n" + table)
+    protocol = _probe_protocol(out, args.seed)
+    print("\nchance: " + ", ".join(f"{k} {v:.3f}" for k, v in protocol["chance"].items()) +
+          f". Probes: logistic regression on the frozen backbone features h, fitted on {protocol['n_train']} "
+          f"training images, scored on {protocol['n_test']} held-out ones.")
     print("\n" + "\n".join(f"  {name}: {text}" for name, text in METRICS.items()))
     report = {name: runs[str(args.seed)] for name, runs in result["runs"].items()}
-    report.update(wall_seconds=time.perf_counter() - start, seed=args.seed, preset="cpu-demo",
-                  metrics=METRICS, table=table_markdown(result["summary"]))
+    report.update(wall_seconds=time.perf_counter() - start, seed=args.seed, preset="cpu-live",
+                  chance=protocol["chance"], probe=protocol,
+                  metrics=METRICS, table=table, quick=bool(args.quick))
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    print(f"\nwall time {report['wall_seconds']:.0f} s; figure {out / 'comparison.png'}")
+    times = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result["seconds"].items())
+    print(f"\nwall time {report['wall_seconds']:.0f} s (train + evaluate: {times}); figure {out / 'comparison.png'}")
     print(f"{out / 'report.json'}")
     return 0
+
+
+def _probe_protocol(out: Path, seed: int) -> dict:
+    """Sizes and chance levels of the label probes, read from the SimCLR run's report."""
+    report = json.loads((out / f"simclr-s{seed}" / "eval" / "report.json").read_text())
+    chance = {f"{name}_acc": probe["chance"] for name, probe in report["labels"].items()
+              if probe["metric"] == "accuracy"}
+    return {"n_train": report["meta"]["n_train"], "n_test": report["meta"]["n_test"], "chance": chance}
 
 
 def cmd_evaluate(args) -> int:
@@ -213,6 +228,43 @@ def cmd_evaluate(args) -> int:
     write_report(report, out)
     print(report_markdown(report))
     print(f"{out / 'report.json'}")
+    return 0
+
+
+def cmd_label_efficiency(args) -> int:
+    """Accuracy against labels per class: linear probes on frozen runs, and a network from scratch."""
+    from .data import load_dataset
+    from .evaluate import shuffled_subset
+    from .explore import use_headless_backend
+    from .supervised import label_efficiency, label_efficiency_figure
+    from .train import load_model
+
+    use_headless_backend()
+    models, cfg = {}, None
+    for item in [r for r in args.runs.split(",") if r]:
+        name, _, run_dir = item.rpartition("=")
+        try:
+            model, cfg = load_model(run_dir)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        models[name or Path(run_dir).name] = (model, cfg)
+    if cfg is None:
+        print("error: --runs names no run", file=sys.stderr)
+        return 2
+    train = shuffled_subset(load_dataset(cfg.dataset, "train", cfg.data_root), args.n_train, args.seed)
+    test = shuffled_subset(load_dataset(cfg.dataset, "test", cfg.data_root), args.n_test, args.seed + 1)
+    scratch = type(cfg).from_dict({**cfg.to_dict(), "equimod": False, "seed": args.seed})  # the same backbone
+    per_class = _seeds(args.per_class)
+    result = label_efficiency(models, train, test, per_class, scratch=scratch, scratch_steps=args.scratch_steps,
+                              seed=args.seed)
+    result.update(command=" ".join(["equimod-edu", *sys.argv[1:]]) if sys.argv[1:2] == ["label-efficiency"] else None,
+                  n_train_pool=len(train), seed=args.seed)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    label_efficiency_figure(result).savefig(out.with_suffix(".png"), dpi=130)
+    print(f"{out}")
     return 0
 
 
@@ -250,14 +302,26 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--variants", default="simclr,equimod")
     comp.add_argument("--seeds", default="0,1,2")
     comp.add_argument("--out", default="runs/compare")
-    comp.add_argument("--preset", default="cpu-demo")
+    comp.add_argument("--preset", default="cpu-live")
     comp.add_argument("--overrides", type=_parse_overrides, default=None, metavar="K=V,...")
     comp.add_argument("--full-eval", action="store_true", help="the FULL evaluation sizes (slower)")
+    comp.add_argument("--no-random-init", action="store_true",
+                      help="leave out the random-init baseline (e.g. a second process sharing OUT)")
     comp.add_argument("--no-progress", action="store_true")
     comp.set_defaults(func=cmd_compare)
 
+    le = sub.add_parser("label-efficiency", help="accuracy against labels per class: frozen runs vs from scratch")
+    le.add_argument("--runs", required=True, metavar="NAME=RUN_DIR,...", help="trained runs to probe (frozen h)")
+    le.add_argument("--per-class", default="1,10,100,1000", help="labels per class")
+    le.add_argument("--n-train", type=int, default=8000, help="pool of labelled training images to draw from")
+    le.add_argument("--n-test", type=int, default=4000, help="held-out test images")
+    le.add_argument("--scratch-steps", type=int, default=300, help="minimum steps of the network from scratch")
+    le.add_argument("--seed", type=int, default=0)
+    le.add_argument("--out", default="runs/label_efficiency.json")
+    le.set_defaults(func=cmd_label_efficiency)
+
     train = sub.add_parser("train", help="train SimCLR / BYOL with or without EquiMod")
-    train.add_argument("--preset", default="cpu-demo", choices=sorted(TrainConfig.PRESETS))
+    train.add_argument("--preset", default="cpu-live", choices=sorted([*TrainConfig.PRESETS, *TrainConfig.PRESET_ALIASES]))
     train.add_argument("--out", default=None, help="run folder (same as --out-dir)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     add_config_flags(train, TrainConfig)

@@ -21,14 +21,49 @@ from .train import CHECKPOINT_NAME, TrainConfig, Trainer, load_checkpoint
 
 #: Named variants: overrides of the preset. The paper's module is "equimod"; "equimod-mlp-cyclic"
 #: is the change this project measured (an MLP predictor and a (cos, sin) hue code).
+#: "simclr-no-colour" is the controlled experiment for invariance: the same SimCLR without the
+#: augmentations that change colour (hue, saturation, grayscale); what it keeps and SimCLR loses
+#: is what colour invariance throws away. "supervised" trains the same backbone with the labels
+#: (supervised.py). A "*-time" variant trains ``TIME_MATCH[variant]`` times more epochs: the
+#: baseline given the wall time of its EquiMod twin (equal compute, not only equal epochs).
+NO_COLOUR = {"hue": 0.0, "saturation": 0.0, "gray_p": 0.0}
 VARIANTS = {
     "simclr": dict(base="simclr", equimod=False),
+    "simclr-no-colour": dict(base="simclr", equimod=False, augment_overrides=NO_COLOUR),
+    "simclr-time": dict(base="simclr", equimod=False),
     "equimod": dict(base="simclr", equimod=True),
     "equimod-mlp-cyclic": dict(base="simclr", equimod=True, predictor_depth=1, hue_encoding="cyclic"),
     "byol": dict(base="byol", equimod=False),
+    "byol-time": dict(base="byol", equimod=False),
     "byol-equimod": dict(base="byol", equimod=True),
     "byol-equimod-mlp-cyclic": dict(base="byol", equimod=True, predictor_depth=1, hue_encoding="cyclic"),
+    "supervised": dict(base="simclr", equimod=False),
 }
+
+#: Epoch multipliers of the time-matched baselines. An EquiMod step runs 3 images per pair through
+#: the backbone, its base 2: measured at the CPU recipe's batch size 64, one thread, an EquiMod
+#: step costs 1.55x a SimCLR step (1.2x with two threads, where small convolutions scale badly);
+#: 1.5 keeps the epochs whole. The comparisons record each run's train_seconds, so the match can
+#: be checked in data/results/.
+TIME_MATCH = {"simclr-time": 1.5, "byol-time": 1.5}
+
+
+def variant_config(variant: str, seed: int, preset: str, overrides: Optional[dict] = None, **run) -> TrainConfig:
+    """The TrainConfig of one (variant, seed): preset, then the caller's overrides, then the variant.
+
+    ``augment_overrides`` are merged (the variant's win), so a variant without colour augmentation
+    keeps, e.g., a caller's ``hue`` setting off. ``run``: further fields (out_dir, progress...).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
+    overrides = dict(overrides or {})
+    changes = dict(VARIANTS[variant])
+    base = TrainConfig.preset(preset, **overrides)
+    changes["augment_overrides"] = {**base.augment_overrides, **changes.get("augment_overrides", {})}
+    if variant in TIME_MATCH:
+        changes["epochs"] = max(1, round(base.epochs * TIME_MATCH[variant]))
+    return TrainConfig.from_dict({**base.to_dict(), **changes, "seed": seed, **run})
+
 
 #: Headline metrics: name -> (description, higher is better).
 METRICS = {
@@ -44,6 +79,7 @@ METRICS = {
     "param_r2": "mean R^2 of linear probes for the continuous augmentation parameters from [h_o; h_view]",
     "hue_r2": "R^2 of the probe for the hue shift",
     "hue_sensitivity": "drop of cos(y, y_hat) when the hue columns of t are permuted (own module)",
+    "train_seconds": "wall seconds of training (the machine's CPU; 0 for random init)",
 }
 
 
@@ -129,14 +165,15 @@ def comparison_figure(summary: dict, metrics: Sequence[str] = ("shape_acc", "col
 
 def train_variant(variant: str, seed: int, out_dir: Path, preset: str, overrides: dict, progress: bool) -> Path:
     """Train one (variant, seed) into out_dir/<variant>-s<seed>/; reuse it if finished, resume if not."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
     run_dir = Path(out_dir) / f"{variant}-s{seed}"
-    cfg = TrainConfig.preset(preset, **{**overrides, **VARIANTS[variant], "seed": seed, "out_dir": str(run_dir),
-                                        "progress": progress})
+    cfg = variant_config(variant, seed, preset, overrides, out_dir=str(run_dir), progress=progress)
     checkpoint = run_dir / CHECKPOINT_NAME
     resume = checkpoint.exists()
     if resume and load_checkpoint(checkpoint).get("stop_reason") == "finished":
+        return run_dir
+    if variant == "supervised":
+        from .supervised import train_supervised
+        train_supervised(cfg, progress=progress)
         return run_dir
     trainer = Trainer(cfg, resume=resume)
     trainer.run()
@@ -145,7 +182,28 @@ def train_variant(variant: str, seed: int, out_dir: Path, preset: str, overrides
     return run_dir
 
 
-def compare(variants: Sequence[str], seeds: Sequence[int], out_dir, preset: str = "cpu-demo",
+def train_seconds(run_dir: Path) -> Optional[float]:
+    """Wall seconds the run spent in its training loop (over all resumes), from its checkpoint."""
+    path = Path(run_dir) / CHECKPOINT_NAME
+    return load_checkpoint(path).get("train_seconds") if path.exists() else None
+
+
+def cached_report(run_dir: Path, sizes, seed: int) -> Optional[dict]:
+    """run_dir/eval/report.json if it was written after the checkpoint with these sizes and seed."""
+    import dataclasses
+
+    path, checkpoint = Path(run_dir) / "eval" / "report.json", Path(run_dir) / CHECKPOINT_NAME
+    if not (path.exists() and checkpoint.exists()) or path.stat().st_mtime < checkpoint.stat().st_mtime:
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    meta = report.get("meta", {})
+    return report if meta.get("sizes") == dataclasses.asdict(sizes) and meta.get("seed") == seed else None
+
+
+def compare(variants: Sequence[str], seeds: Sequence[int], out_dir, preset: str = "cpu-live",
             overrides: Optional[dict] = None, fast_eval: bool = True, random_init: bool = True,
             progress: bool = True, log=print, eval_sizes=None) -> dict:
     """Train and evaluate every (variant, seed); returns {"runs", "summary", "wall_seconds", ...}.
@@ -153,7 +211,7 @@ def compare(variants: Sequence[str], seeds: Sequence[int], out_dir, preset: str 
     Writes OUT/comparison.json, OUT/comparison.md and OUT/comparison.png. eval_sizes: an
     evaluate.EvalSizes overriding the FAST / FULL sizes (e.g. a one-minute smoke run).
     """
-    from .evaluate import evaluate_random_init, evaluate_run, write_report
+    from .evaluate import FAST, FULL, evaluate_random_init, evaluate_run, write_report
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -164,19 +222,22 @@ def compare(variants: Sequence[str], seeds: Sequence[int], out_dir, preset: str 
     for seed in seeds:
         if random_init:
             # the backbone every variant starts from, untrained (scored with a post-hoc predictor)
-            cfg = TrainConfig.preset(preset, **{**overrides, **VARIANTS[variants[0]], "equimod": False, "seed": seed})
+            cfg = variant_config("simclr", seed, preset, overrides)
             tic = time.perf_counter()
             report = evaluate_random_init(cfg, fast=fast_eval, sizes=eval_sizes, seed=seed)
             write_report(report, out_dir / f"random-s{seed}" / "eval")
-            runs.setdefault("random", {})[seed] = headline(report)
+            runs.setdefault("random", {})[seed] = {**headline(report), "train_seconds": 0.0}
             seconds[f"random-s{seed}"] = time.perf_counter() - tic
         for variant in variants:
             tic = time.perf_counter()
             run_dir = train_variant(variant, seed, out_dir, preset, overrides, progress)
             trained = time.perf_counter()
-            report = evaluate_run(run_dir, fast=fast_eval, sizes=eval_sizes, seed=seed)
-            write_report(report, run_dir / "eval")
-            runs.setdefault(variant, {})[seed] = headline(report)
+            sizes = eval_sizes or (FAST if fast_eval else FULL)
+            report = cached_report(run_dir, sizes, seed)
+            if report is None:
+                report = evaluate_run(run_dir, fast=fast_eval, sizes=sizes, seed=seed)
+                write_report(report, run_dir / "eval")
+            runs.setdefault(variant, {})[seed] = {**headline(report), "train_seconds": train_seconds(run_dir)}
             seconds[f"{variant}-s{seed}"] = time.perf_counter() - tic
             log(f"{variant} seed {seed}: trained in {trained - tic:.0f} s, evaluated in "
                 f"{time.perf_counter() - trained:.0f} s: " +

@@ -57,6 +57,7 @@ from .models import EquiModModel, EquivariantPredictor, ParameterEncoder
 
 __all__ = [
     "extract_features",
+    "shuffled_subset",
     "linear_probe",
     "ridge_probe",
     "label_probes",
@@ -867,11 +868,14 @@ class EvalSizes:
 
 
 FULL = EvalSizes()
-FAST = EvalSizes(n_train=2000, n_test=1000, equi_images=64, gallery_size=8, posthoc_images=512,
+#: The CPU protocol used by compare, the demo and the shipped reports: the label probes and kNN on
+#: 8,000 training and 4,000 held-out test images (the standard probe), the equivariance metrics on
+#: smaller samples. A smaller dataset is used whole.
+FAST = EvalSizes(n_train=8000, n_test=4000, equi_images=64, gallery_size=8, posthoc_images=512,
                  posthoc_pairs=1, posthoc_epochs=10, param_train=1000, param_test=500)
 
 
-def _shuffled_subset(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
+def shuffled_subset(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
     """At most n images of ds, in a seeded random order (so the first rows are a random sample)."""
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
     return ds.subset(order)
@@ -882,7 +886,7 @@ def _splits(cfg, dataset, seed: int) -> tuple[ImageDataset, ImageDataset]:
     if dataset is None:
         return load_dataset(cfg.dataset, "train", cfg.data_root), load_dataset(cfg.dataset, "test", cfg.data_root)
     if isinstance(dataset, ImageDataset):
-        shuffled = _shuffled_subset(dataset, len(dataset), seed)
+        shuffled = shuffled_subset(dataset, len(dataset), seed)
         cut = int(0.8 * len(dataset))
         return shuffled.subset(slice(0, cut)), shuffled.subset(slice(cut, None))
     train, test = dataset
@@ -909,8 +913,8 @@ def evaluate_model(model: EquiModModel, cfg, train_set: ImageDataset, test_set: 
         timings[name] = round(time.perf_counter() - tic, 2)
         tic = time.perf_counter()
 
-    train = _shuffled_subset(train_set, sizes.n_train, seed)
-    test = _shuffled_subset(test_set, sizes.n_test, seed + 1)
+    train = shuffled_subset(train_set, sizes.n_train, seed)
+    test = shuffled_subset(test_set, sizes.n_test, seed + 1)
     f_train, f_test = extract_features(model, train, aug), extract_features(model, test, aug)
     lap("features")
     report: dict = {"target": train.target}

@@ -950,7 +950,8 @@ def invariance_curves(model, images, aug: AugmentationConfig, groups: Optional[S
 # Live training curves: a Trainer callback
 # ============================================================================================
 class LiveCurves:
-    """A training callback that draws loss, inv, equi and gain while training runs (d2l's ProgressBoard).
+    """A training callback that draws the losses, the gain and the positive-pair top-1 while training runs
+    (d2l's ProgressBoard), each loss and top-1 with its chance line (log K and 1 / K for K candidates).
 
         curves = LiveCurves()
         trainer = Trainer(cfg, callbacks={"on_log": [curves], "on_train_end": [curves]})
@@ -963,11 +964,12 @@ class LiveCurves:
     elsewhere it only records.
     """
 
-    def __init__(self, keys: Sequence[str] = ("loss", "inv", "equi", "gain"), min_interval_s: float = 0.5,
-                 auto_display: bool = True, dpi: int = 80):
+    def __init__(self, keys: Sequence[str] = ("loss", "inv", "equi", "gain", "inv_top1", "equi_top1"),
+                 min_interval_s: float = 0.5, auto_display: bool = True, dpi: int = 80):
         self.keys = tuple(keys)
         self.steps: list[float] = []
         self.history: dict[str, list[float]] = {key: [] for key in self.keys}
+        self.chance: dict[str, float] = {}  # key -> its chance line, from the trainer's *_chance metrics
         self.min_interval_s, self.auto_display, self.dpi = min_interval_s, auto_display, dpi
         self.redraws = 0
         self._output = None
@@ -994,6 +996,10 @@ class LiveCurves:
         self.steps.append(float(metrics.get("step", len(self.steps) + 1)))
         for key in self.keys:
             self.history[key].append(float(metrics[key]) if key in metrics else math.nan)
+        for part in ("inv", "equi"):  # log(K) for the loss, 1 / K for the positive-pair top-1
+            if f"{part}_chance" in metrics:
+                self.chance[part] = float(metrics[f"{part}_chance"])
+                self.chance[f"{part}_top1"] = math.exp(-self.chance[part])
         if time.perf_counter() - self._last_redraw >= self.min_interval_s:
             self.redraw()
 
@@ -1012,11 +1018,18 @@ class LiveCurves:
         from matplotlib.figure import Figure
 
         keys = [k for k in self.keys if any(math.isfinite(v) for v in self.history[k])] or list(self.keys[:1])
-        fig = Figure(figsize=(2.6 * len(keys), 2.4), layout="constrained")
+        columns = min(len(keys), 4)
+        rows = math.ceil(len(keys) / columns)
+        fig = Figure(figsize=(2.6 * columns, 2.4 * rows), layout="constrained")
         for k, key in enumerate(keys):
-            ax = fig.add_subplot(1, len(keys), k + 1, label=key)
+            ax = fig.add_subplot(rows, columns, k + 1, label=key)
             ax.plot(self.steps, self.history[key], color=f"C{k}")
-            ax.set_title(key + (" = cos(y, y_hat) - cos(y, y_o)" if key == "gain" else ""), fontsize=8)
+            if key in self.chance:  # a loss on this line, or a top-1 on this one, has learned nothing
+                ax.axhline(self.chance[key], color="grey", linestyle="--", linewidth=0.8, label="chance")
+                ax.legend(fontsize=6, loc="best")
+            ax.set_title(key + {"gain": " = cos(y, y_hat) - cos(y, y_o)",
+                                "inv_top1": ": partner nearest", "equi_top1": ": own prediction nearest"}.get(key, ""),
+                         fontsize=8)
             ax.set_xlabel("step", fontsize=7)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)

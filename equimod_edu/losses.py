@@ -19,6 +19,8 @@ gradient of the loss over the global batch.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -29,6 +31,8 @@ __all__ = [
     "byol_loss",
     "equimod_loss",
     "equivariance_gain",
+    "positive_top1",
+    "info_nce_chance",
 ]
 
 
@@ -67,12 +71,14 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
-def _info_nce(vectors: Tensor, positive: Tensor, temperature: float, gather: bool) -> Tensor:
-    """InfoNCE with cosine similarity; every vector but self and the positive is a negative.
+def _info_nce_logits(vectors: Tensor, positive: Tensor, temperature: float,
+                     gather: bool) -> tuple[Tensor, Tensor]:
+    """The logits and targets of an InfoNCE; every vector but self and the positive is a negative.
 
     ``vectors (M, D)`` are this process's anchors; ``positive (M,) long`` the local index of
-    each anchor's positive. Logits are ``cos / temperature`` in float32. Returns the mean over
-    the M local anchors of ``-log softmax(logits)[positive]`` with self excluded.
+    each anchor's positive. Returns ``logits (M, W*M) float32`` (``cos / temperature``, self
+    masked to -inf; W processes under torch.distributed with ``gather``) and ``target (M,)``,
+    the column of each anchor's positive.
     """
     with torch.autocast(device_type=vectors.device.type, enabled=False):
         q = F.normalize(vectors.float(), dim=1)                     # (M, D)
@@ -83,8 +89,28 @@ def _info_nce(vectors: Tensor, positive: Tensor, temperature: float, gather: boo
         rows = torch.arange(q.shape[0], device=q.device)
         is_self = torch.zeros_like(logits, dtype=torch.bool)
         is_self[rows, rows + offset] = True
-        logits = logits.masked_fill(is_self, float("-inf"))
-        return F.cross_entropy(logits, positive + offset)
+        return logits.masked_fill(is_self, float("-inf")), positive + offset
+
+
+def positive_top1(logits: Tensor, target: Tensor) -> Tensor:
+    """Fraction of anchors whose positive is their nearest candidate: ``() float32``.
+
+    The training diagnostic of a contrastive loss: 1 / (number of candidates) by chance, 1 when
+    every view finds its partner. ``logits (M, K)``, ``target (M,) long``.
+    """
+    return (logits.detach().argmax(dim=1) == target).float().mean()
+
+
+def info_nce_chance(n_candidates: int) -> float:
+    """The InfoNCE of an embedding that knows nothing: log(number of candidates).
+
+    With all similarities equal, the softmax puts 1 / K on the positive, so the loss is log K:
+    log(2N - 1) for NT-Xent on a batch of N pairs, log(4N - 1) for the equivariance loss.
+    A loss that stays near this line has learned nothing.
+    """
+    if n_candidates < 1:
+        raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
+    return math.log(n_candidates)
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,12 +135,16 @@ def nt_xent(z_1: Tensor, z_2: Tensor, temperature: float = 0.5, gather: bool = T
         >>> round(nt_xent(z, z).item(), 4)
         0.2395
     """
+    return F.cross_entropy(*_nt_xent_logits(z_1, z_2, temperature, gather))
+
+
+def _nt_xent_logits(z_1: Tensor, z_2: Tensor, temperature: float, gather: bool) -> tuple[Tensor, Tensor]:
     _check_pair("z_1", z_1, "z_2", z_2)
     _check_temperature(temperature)
     n = z_1.shape[0]
     index = torch.arange(n, device=z_1.device)
     positive = torch.cat([index + n, index])                       # z_1^i <-> z_2^i
-    return _info_nce(torch.cat([z_1, z_2]), positive, temperature, gather)
+    return _info_nce_logits(torch.cat([z_1, z_2]), positive, temperature, gather)
 
 
 def equivariance_loss(y_1: Tensor, y_2: Tensor, y_hat_1: Tensor, y_hat_2: Tensor,
@@ -137,6 +167,11 @@ def equivariance_loss(y_1: Tensor, y_2: Tensor, y_hat_1: Tensor, y_hat_2: Tensor
         >>> round(loss.item(), 4)   # -log e^5 / (e^5 + 6)
         0.0396
     """
+    return F.cross_entropy(*_equivariance_logits(y_1, y_2, y_hat_1, y_hat_2, temperature, gather))
+
+
+def _equivariance_logits(y_1: Tensor, y_2: Tensor, y_hat_1: Tensor, y_hat_2: Tensor, temperature: float,
+                         gather: bool) -> tuple[Tensor, Tensor]:
     _check_pair("y_1", y_1, "y_2", y_2)
     _check_pair("y_1", y_1, "y_hat_1", y_hat_1)
     _check_pair("y_2", y_2, "y_hat_2", y_hat_2)
@@ -145,7 +180,7 @@ def equivariance_loss(y_1: Tensor, y_2: Tensor, y_hat_1: Tensor, y_hat_2: Tensor
     index = torch.arange(n2, device=y_1.device)
     positive = torch.cat([index + n2, index])                      # y_k^i <-> y_hat_k^i
     vectors = torch.cat([y_1, y_2, y_hat_1, y_hat_2])
-    return _info_nce(vectors, positive, temperature, gather)
+    return _info_nce_logits(vectors, positive, temperature, gather)
 
 
 def byol_loss(p: Tensor, z_target: Tensor) -> Tensor:
@@ -178,10 +213,18 @@ def equimod_loss(out, base: str, lam: float = 1.0, temperature_inv: float = 0.5,
     - L_equi = equivariance_loss(y_1, y_2, y_hat_1, y_hat_2, temperature_equi), a zero tensor
       when the model has no equivariance branch (``out.y_1 is None``).
 
-    Returns ``{"loss", "inv", "equi"}``, each a ``() float32`` tensor.
+    Returns ``{"loss", "inv", "equi"}``, each a ``() float32`` tensor, and the diagnostics that
+    give those numbers a scale: ``inv_chance`` = log(2N - 1) and ``inv_top1`` (SimCLR: the
+    fraction of views whose partner is their nearest candidate, chance 1 / (2N - 1)), and with
+    the module ``equi_chance`` = log(4N - 1) and ``equi_top1`` (the fraction of y_k whose own
+    prediction is the nearest of the 4N - 1 candidates). N counts every process's images.
     """
+    diagnostics: dict[str, Tensor] = {}
     if base == "simclr":
-        inv = nt_xent(out.z_1, out.z_2, temperature_inv, gather)
+        logits, target = _nt_xent_logits(out.z_1, out.z_2, temperature_inv, gather)
+        inv = F.cross_entropy(logits, target)
+        diagnostics["inv_top1"] = positive_top1(logits, target)
+        diagnostics["inv_chance"] = torch.tensor(info_nce_chance(logits.shape[1] - 1))
     elif base == "byol":
         if out.p_1 is None or out.target_z_1 is None:
             raise ValueError("base='byol' needs p_1, p_2, target_z_1, target_z_2 in the output")
@@ -191,9 +234,12 @@ def equimod_loss(out, base: str, lam: float = 1.0, temperature_inv: float = 0.5,
     if out.y_1 is None:
         equi = torch.zeros((), device=inv.device, dtype=inv.dtype)
     else:
-        equi = equivariance_loss(out.y_1, out.y_2, out.y_hat_1, out.y_hat_2,
-                                 temperature_equi, gather)
-    return {"loss": inv + lam * equi, "inv": inv, "equi": equi}
+        logits, target = _equivariance_logits(out.y_1, out.y_2, out.y_hat_1, out.y_hat_2,
+                                              temperature_equi, gather)
+        equi = F.cross_entropy(logits, target)
+        diagnostics["equi_top1"] = positive_top1(logits, target)
+        diagnostics["equi_chance"] = torch.tensor(info_nce_chance(logits.shape[1] - 1))
+    return {"loss": inv + lam * equi, "inv": inv, "equi": equi, **diagnostics}
 
 
 def equivariance_gain(y: Tensor, y_hat: Tensor, y_o: Tensor) -> Tensor:

@@ -36,7 +36,7 @@ import torch
 from . import __version__
 
 __all__ = ["PRETRAINED_DIR", "MANIFEST_NAME", "PretrainedError", "available", "manifest", "export_pretrained",
-           "load_pretrained", "sha256_of", "train_command", "verify"]
+           "load_pretrained", "sha256_of", "train_command", "verify", "TRAINING_ONLY"]
 
 #: Where the shipped checkpoints and their manifest live: the repository's ``data/pretrained/``. They
 #: ship with the code, so EQUIMOD_DATA (which moves the dataset cache, see data.DATA_DIR) does not move them.
@@ -98,7 +98,7 @@ def _flag_value(value) -> str:
 def train_command(config: dict, preset: Optional[str] = None) -> str:
     """An ``equimod-edu train`` command line that reproduces a run's config (a dict of TrainConfig).
 
-    The preset is the one that shares most values with the config (``cpu-demo`` for the shipped
+    The preset is the one that shares most values with the config (``cpu-reference`` for the shipped
     models) unless given; every field that differs from it becomes a flag, the run folder --out.
     """
     from .train import TrainConfig
@@ -182,10 +182,12 @@ def export_pretrained(run_dir, name: str, out_dir=None, command: Optional[str] =
                          f"continue it with: equimod-edu train --out {run_dir} --resume")
     report = json.loads(report_path.read_text())
     metrics = headline(report)
+    objective = state.get("objective", "self-supervised")
+    dropped = _not_shipped(objective)
     weights = {key: (value.detach().float() if value.is_floating_point() else value.detach()).cpu().contiguous()
-               for key, value in state["model"].items()}
+               for key, value in state["model"].items() if not key.startswith(dropped)}
     payload = {"model": weights, "config": state["config"], "metrics": metrics, "name": name,
-               "version": __version__}
+               "objective": objective, "version": __version__}
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.pt"
     tmp = out / f".{name}.pt.tmp{os.getpid()}"
@@ -202,6 +204,7 @@ def export_pretrained(run_dir, name: str, out_dir=None, command: Optional[str] =
         "command": command or _run_command(run_dir),
         "train_command": train_command(state["config"]),
         "config": state["config"],
+        "objective": objective,
         "metrics": metrics,
         "evaluation": {"fast": report.get("meta", {}).get("fast"), "seed": report.get("meta", {}).get("seed"),
                        "sizes": report.get("meta", {}).get("sizes")},
@@ -255,5 +258,23 @@ def load_pretrained(name: str, directory=None, map_location="cpu"):
     state = torch.load(path, map_location=map_location, weights_only=True)
     cfg = TrainConfig.from_dict(state["config"])
     model = EquiModModel(cfg.model_config())
-    model.load_state_dict(state["model"])
+    dropped = _not_shipped(state.get("objective", "self-supervised"))
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    wrong = unexpected + [key for key in missing if not key.startswith(dropped)]
+    if wrong:
+        raise PretrainedError(f"the shipped checkpoint {name!r} does not fit its config: {wrong[:5]}")
+    if model.target_backbone is not None:  # BYOL: the EMA target is only needed to train
+        model.target_backbone.load_state_dict(model.backbone.state_dict())
+        model.target_projector.load_state_dict(model.projector.state_dict())
     return model.to(map_location).eval(), cfg, dict(state["metrics"])
+
+
+#: What a shipped file leaves out, as state-dict key prefixes: BYOL's EMA target (needed only to
+#: train; loading copies the online network into it), and for the supervised reference its
+#: projector (never trained: the labels train the backbone and a classifier). Keeps
+#: data/pretrained/ under 30 MB.
+TRAINING_ONLY = ("target_backbone.", "target_projector.")
+
+
+def _not_shipped(objective: str) -> tuple[str, ...]:
+    return TRAINING_ONLY + (("projector.",) if objective == "supervised" else ())

@@ -366,6 +366,17 @@ def test_live_curves_record_every_log_line():
     assert [ax.get_label() for ax in fig.axes] == ["loss", "inv", "equi", "gain"]
 
 
+def test_live_curves_draw_the_chance_lines_the_trainer_logs():
+    curves = ex.LiveCurves()
+    curves(None, {"loss": 4.0, "inv": 4.0, "inv_top1": 0.2, "inv_chance": math.log(127), "step": 1})
+    assert curves.chance["inv"] == pytest.approx(math.log(127)) and curves.chance["inv_top1"] == pytest.approx(1 / 127)
+    panels = {ax.get_label(): ax for ax in curves.figure().axes}
+    assert set(panels) == {"loss", "inv", "inv_top1"}
+    chance_line = [line for line in panels["inv"].get_lines() if line.get_label() == "chance"]
+    assert chance_line and chance_line[0].get_ydata()[0] == pytest.approx(math.log(127))
+    assert not [line for line in panels["loss"].get_lines() if line.get_label() == "chance"]
+
+
 def test_live_curves_as_a_trainer_callback(tmp_path):
     g = torch.Generator().manual_seed(0)
     data = ImageDataset(torch.randint(0, 256, (16, 3, 16, 16), generator=g, dtype=torch.uint8),
@@ -379,7 +390,8 @@ def test_live_curves_as_a_trainer_callback(tmp_path):
     trainer.run()
     assert curves.steps == [1.0, 2.0]
     assert all(len(curves.history[k]) == 2 and all(map(math.isfinite, curves.history[k]))
-               for k in ("loss", "inv", "equi", "gain"))
+               for k in ("loss", "inv", "equi", "gain", "inv_top1", "equi_top1"))
+    assert set(curves.chance) == {"inv", "equi", "inv_top1", "equi_top1"}
 
 
 def test_enable_colab_widgets_only_acts_in_colab(monkeypatch):

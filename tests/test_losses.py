@@ -19,7 +19,9 @@ from equimod_edu.losses import (
     equimod_loss,
     equivariance_gain,
     equivariance_loss,
+    info_nce_chance,
     nt_xent,
+    positive_top1,
 )
 
 
@@ -204,7 +206,7 @@ def fake_output(n=4, d=6, equimod=True, byol=False):
 def test_equimod_loss_simclr_combines_both_terms():
     out = fake_output()
     parts = equimod_loss(out, "simclr", lam=0.5, temperature_inv=0.3, temperature_equi=0.1)
-    assert set(parts) == {"loss", "inv", "equi"}
+    assert set(parts) == {"loss", "inv", "equi", "inv_top1", "inv_chance", "equi_top1", "equi_chance"}
     assert torch.allclose(parts["inv"], nt_xent(out.z_1, out.z_2, 0.3))
     assert torch.allclose(parts["equi"],
                           equivariance_loss(out.y_1, out.y_2, out.y_hat_1, out.y_hat_2, 0.1))
@@ -227,6 +229,30 @@ def test_equimod_loss_byol_is_symmetric_regression():
     assert torch.allclose(parts["loss"], inv + parts["equi"])
     with pytest.raises(ValueError, match="base"):
         equimod_loss(out, "moco")
+
+
+def test_diagnostics_give_the_losses_a_scale():
+    n = 8
+    out = fake_output(n=n, d=16)
+    parts = equimod_loss(out, "simclr")
+    # chance lines: log(2N - 1) and log(4N - 1), the loss of embeddings that know nothing
+    assert parts["inv_chance"].item() == pytest.approx(math.log(2 * n - 1))
+    assert parts["equi_chance"].item() == pytest.approx(math.log(4 * n - 1))
+    collapsed = torch.ones(n, 16)  # every vector equal: the loss sits exactly on the chance line
+    assert nt_xent(collapsed, collapsed).item() == pytest.approx(math.log(2 * n - 1), abs=1e-5)
+    # top-1: random vectors find their partner about by chance, aligned pairs always
+    assert parts["inv_top1"].item() < 0.5
+    out.z_2 = out.z_1 + 0.01 * rand(n, 16, seed=99)
+    out.y_hat_1, out.y_hat_2 = out.y_1.clone(), out.y_2.clone()
+    aligned = equimod_loss(out, "simclr")
+    assert aligned["inv_top1"].item() == 1.0 and aligned["equi_top1"].item() == 1.0
+
+
+def test_positive_top1_counts_anchors_whose_partner_is_nearest():
+    logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 4.0], [2.0, 1.0, 0.0]])
+    assert positive_top1(logits, torch.tensor([1, 0, 0])).item() == pytest.approx(2 / 3)
+    with pytest.raises(ValueError):
+        info_nce_chance(0)
 
 
 def test_gather_without_distributed_is_the_local_loss():

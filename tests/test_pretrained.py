@@ -94,6 +94,25 @@ def test_load_round_trip_gives_the_trained_model(run_dir, exported):
         torch.testing.assert_close(model.predict(model.embed(x)[2], t), original.predict(original.embed(x)[2], t))
 
 
+def test_byol_files_leave_out_the_ema_target_and_loading_restores_it(tmp_path):
+    out = tmp_path / "byol"
+    cfg = TrainConfig.preset("cpu-live", base="byol", train_subset=64, epochs=1, batch_size=32, warmup_epochs=0.5,
+                             proj_hidden=32, y_dim=16, byol_hidden=32, byol_z_dim=16, param_embed_dim=8,
+                             out_dir=str(out), progress=False)
+    Trainer(cfg).run()
+    write_report(evaluate_run(out, sizes=TINY_EVAL, fast=True), out / "eval")
+    export_pretrained(out, "byol", out_dir=tmp_path / "pre", command="test")
+    shipped = torch.load(tmp_path / "pre" / "byol.pt", weights_only=True)["model"]
+    assert shipped and not any(key.startswith(pretrained.TRAINING_ONLY) for key in shipped)
+    model, _, _ = load_pretrained("byol", tmp_path / "pre")
+    original, _ = load_model(out)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for a, b in zip(model.embed(x), original.embed(x)):
+            torch.testing.assert_close(a, b)
+        torch.testing.assert_close(model.target_backbone(x), model.backbone(x))  # the target is the online copy
+
+
 def test_a_missing_file_says_so_and_how_to_rebuild_it(exported):
     folder, _ = exported
     (folder / "tiny.pt").unlink()
@@ -102,7 +121,7 @@ def test_a_missing_file_says_so_and_how_to_rebuild_it(exported):
     message = str(error.value)
     assert "missing" in message and str(folder / "tiny.pt") in message
     assert "equimod-edu compare --test" in message            # the command that trained it
-    assert "equimod-edu train --preset cpu-demo" in message   # or one run alone
+    assert "equimod-edu train --preset cpu-live" in message   # or one run alone
     assert "export_pretrained(" in message and "'tiny'" in message
 
 
@@ -132,6 +151,8 @@ def test_the_shipped_matched_pair_is_there_and_intact():
         assert path.parent == PRETRAINED_DIR
         assert path.stat().st_size < 10_000_000, f"{name}: keep shipped checkpoints a few MB"
         assert entries[name]["command"].startswith("equimod-edu ") and entries[name]["metrics"]["shape_acc"] > 0
+    total = sum(path.stat().st_size for path in PRETRAINED_DIR.iterdir())
+    assert total < 30_000_000, f"data/pretrained/ holds {total / 1e6:.1f} MB; keep it under 30 MB"
     simclr, equimod = entries["simclr"]["config"], entries["equimod"]["config"]
     differ = {k for k in simclr if simclr[k] != equimod.get(k)}
     assert differ <= {"equimod", "out_dir"}, f"the pair is not matched: {sorted(differ)} differ"
