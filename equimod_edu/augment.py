@@ -22,7 +22,7 @@ interpolate against a clamped edge instead of the pixels just outside the crop).
 float32 without the intermediate uint8 rounding of PIL, and without antialiasing (irrelevant for
 CIFAR's upsampling crops).
 
-Parameter vector (official EquiMod order, DESIGN.md section 1), 15 values on CIFAR-10:
+Parameter vector (official EquiMod order, docs/design.md section 1), 15 values on CIFAR-10:
     crop top, left, height, width (fractions of the image) | flip |
     jitter applied, the four op indices in applied order, brightness, contrast, saturation, hue |
     grayscale | [blur applied, sigma] | [solarize applied]

@@ -169,7 +169,7 @@ def cmd_compare(args) -> int:
 
 def cmd_demo(args) -> int:
     """The main job: SimCLR and SimCLR+EquiMod on the shipped dataset, evaluated with random init."""
-    from .compare import METRICS, compare, table_markdown
+    from .compare import DEMO_METRICS, METRICS, compare, table_markdown
     from .explore import use_headless_backend
 
     use_headless_backend()
@@ -186,13 +186,13 @@ def cmd_demo(args) -> int:
                           posthoc_pairs=1, posthoc_epochs=3, param_train=256, param_test=128)
     result = compare(["simclr", "equimod"], [args.seed], out, preset="cpu-live", overrides=overrides,
                      progress=not args.no_progress, eval_sizes=sizes)
-    table = table_markdown(result["summary"])
+    table = table_markdown(result["summary"], DEMO_METRICS)
     print("\n" + table)
     protocol = _probe_protocol(out, args.seed)
     print("\nchance: " + ", ".join(f"{k} {v:.3f}" for k, v in protocol["chance"].items()) +
           f". Probes: logistic regression on the frozen backbone features h, fitted on {protocol['n_train']} "
           f"training images, scored on {protocol['n_test']} held-out ones.")
-    print("\n" + "\n".join(f"  {name}: {text}" for name, text in METRICS.items()))
+    print("\n" + "\n".join(f"  {name}: {METRICS[name]}" for name in DEMO_METRICS))
     report = {name: runs[str(args.seed)] for name, runs in result["runs"].items()}
     report.update(wall_seconds=time.perf_counter() - start, seed=args.seed, preset="cpu-live",
                   chance=protocol["chance"], probe=protocol,

@@ -24,7 +24,12 @@ from .train import CHECKPOINT_NAME, TrainConfig, Trainer, load_checkpoint
 #: "simclr-no-colour" is the controlled experiment for invariance: the same SimCLR without the
 #: augmentations that change colour (hue, saturation, grayscale); what it keeps and SimCLR loses
 #: is what colour invariance throws away. "supervised" trains the same backbone with the labels
-#: (supervised.py). A "*-time" variant trains ``TIME_MATCH[variant]`` times more epochs: the
+#: (supervised.py). "equimod-mlp-cyclic-h" asks for the equivariance in h itself (no projector g':
+#: y = h), so what the predictor needs (the colour) must stay in the representation that is probed.
+#: "equimod-mlp-cyclic-colour" shows the predictor only the colour parameters: the two views of an
+#: image then differ, for the predictor, only by their colour changes, so the module must use them.
+#: "equimod-mlp-cyclic-colour-h" combines the two; "...-lam0.3" weighs its loss 0.3 instead of 1.
+#: A "*-time" variant trains ``TIME_MATCH[variant]`` times more epochs: the
 #: baseline given the wall time of its EquiMod twin (equal compute, not only equal epochs).
 NO_COLOUR = {"hue": 0.0, "saturation": 0.0, "gray_p": 0.0}
 VARIANTS = {
@@ -33,6 +38,19 @@ VARIANTS = {
     "simclr-time": dict(base="simclr", equimod=False),
     "equimod": dict(base="simclr", equimod=True),
     "equimod-mlp-cyclic": dict(base="simclr", equimod=True, predictor_depth=1, hue_encoding="cyclic"),
+    "equimod-mlp-cyclic-h": dict(base="simclr", equimod=True, predictor_depth=1, hue_encoding="cyclic",
+                                 equi_projector=False),
+    "equimod-mlp-cyclic-colour": dict(base="simclr", equimod=True, predictor_depth=1, hue_encoding="cyclic",
+                                      param_groups=("jitter", "brightness", "contrast", "saturation", "hue",
+                                                    "grayscale")),
+    "equimod-mlp-cyclic-colour-h": dict(base="simclr", equimod=True, predictor_depth=1, hue_encoding="cyclic",
+                                        equi_projector=False,
+                                        param_groups=("jitter", "brightness", "contrast", "saturation", "hue",
+                                                      "grayscale")),
+    "equimod-mlp-cyclic-colour-h-lam0.3": dict(base="simclr", equimod=True, predictor_depth=1, hue_encoding="cyclic",
+                                               equi_projector=False, lam=0.3,
+                                               param_groups=("jitter", "brightness", "contrast", "saturation",
+                                                             "hue", "grayscale")),
     "byol": dict(base="byol", equimod=False),
     "byol-time": dict(base="byol", equimod=False),
     "byol-equimod": dict(base="byol", equimod=True),
@@ -80,7 +98,14 @@ METRICS = {
     "hue_r2": "R^2 of the probe for the hue shift",
     "hue_sensitivity": "drop of cos(y, y_hat) when the hue columns of t are permuted (own module)",
     "train_seconds": "wall seconds of training (the machine's CPU; 0 for random init)",
+    "inv_final": "NT-Xent of the last log line of training (SimCLR bases)",
+    "inv_chance": "its chance value log(2N - 1): a loss at this line has learned nothing",
+    "inv_top1_final": "fraction of training views whose partner was the nearest candidate (chance 1/(2N-1))",
 }
+
+#: The compact table of the main job.
+DEMO_METRICS = ("shape_acc", "colour_acc", "knn_acc", "colour_knn", "equivariance_gain", "mrr", "inv_final",
+                "inv_chance", "inv_top1_final", "train_seconds")
 
 
 def _get(report: Optional[dict], *keys, default=None):
@@ -184,8 +209,17 @@ def train_variant(variant: str, seed: int, out_dir: Path, preset: str, overrides
 
 def train_seconds(run_dir: Path) -> Optional[float]:
     """Wall seconds the run spent in its training loop (over all resumes), from its checkpoint."""
+    return training_summary(run_dir)["train_seconds"]
+
+
+def training_summary(run_dir: Path) -> dict:
+    """train_seconds and the last log line's NT-Xent, its chance line and top-1, from the checkpoint."""
     path = Path(run_dir) / CHECKPOINT_NAME
-    return load_checkpoint(path).get("train_seconds") if path.exists() else None
+    state = load_checkpoint(path) if path.exists() else {}
+    last = (state.get("metrics") or [{}])[-1]
+    contrastive = "inv_chance" in last  # NT-Xent has a chance line; BYOL's regression loss has none
+    return {"train_seconds": state.get("train_seconds"), "inv_final": last.get("inv") if contrastive else None,
+            "inv_chance": last.get("inv_chance"), "inv_top1_final": last.get("inv_top1")}
 
 
 def cached_report(run_dir: Path, sizes, seed: int) -> Optional[dict]:
@@ -237,7 +271,7 @@ def compare(variants: Sequence[str], seeds: Sequence[int], out_dir, preset: str 
             if report is None:
                 report = evaluate_run(run_dir, fast=fast_eval, sizes=sizes, seed=seed)
                 write_report(report, run_dir / "eval")
-            runs.setdefault(variant, {})[seed] = {**headline(report), "train_seconds": train_seconds(run_dir)}
+            runs.setdefault(variant, {})[seed] = {**headline(report), **training_summary(run_dir)}
             seconds[f"{variant}-s{seed}"] = time.perf_counter() - tic
             log(f"{variant} seed {seed}: trained in {trained - tic:.0f} s, evaluated in "
                 f"{time.perf_counter() - trained:.0f} s: " +

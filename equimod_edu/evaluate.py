@@ -17,7 +17,7 @@ Sections, in the order of this file:
    protocol (frozen backbone, 90 epochs of SGD on a linear layer, crop + flip), written for a GPU.
 3. Weighted kNN on cosine similarity, the usual self-supervised benchmark.
 4. Equivariance of a predictor u(y_o, t) on held-out images and fresh augmentations: the gain
-   cos(y, y_hat) - cos(y, y_o) of DESIGN.md, a relative gain, and *retrieval* (does the prediction
+   cos(y, y_hat) - cos(y, y_o) of docs/design.md, a relative gain, and *retrieval* (does the prediction
    find the true view among many views of the same image and of other images?), for the whole
    augmentation and for each augmentation alone.
 5. Predictor sensitivity: how much the prediction degrades when one parameter group of t is
@@ -261,7 +261,7 @@ def linear_eval_augmentation(aug: AugmentationConfig) -> AugmentationConfig:
     """Train-time augmentation of the linear evaluation: RandomResizedCrop(scale 0.08-1) + flip only.
 
     Same output size, interpolation and normalisation as `aug`; no colour jitter, grayscale,
-    blur or solarize (DESIGN.md, linear evaluation).
+    blur or solarize (docs/design.md, linear evaluation).
     """
     return aug.replace(crop_scale=(0.08, 1.0), flip_p=0.5, jitter_p=0.0, gray_p=0.0, blur_p=0.0, solarize_p=0.0)
 
@@ -284,7 +284,7 @@ def linear_eval_sgd(model: EquiModModel, train_set: ImageDataset, test_set: Imag
                     device=None, seed: int = 0) -> dict[str, float]:
     """The paper's linear evaluation: a linear layer on the frozen backbone, trained with SGD.
 
-    Protocol (DESIGN.md): frozen f (eval mode: BatchNorm uses its running statistics), `epochs`
+    Protocol (docs/design.md): frozen f (eval mode: BatchNorm uses its running statistics), `epochs`
     (90) of SGD with Nesterov momentum 0.9, lr 0.2, batch 256, cosine schedule per step to 0;
     train-time random crop (scale 0.08-1) + flip from our augmentation engine, features recomputed
     for every batch; test: resize to S / test_crop then centre crop S (CIFAR: 36 -> 32).
@@ -482,7 +482,7 @@ def prediction_quality(y: Tensor, y_hat: Tensor, y_o: Tensor) -> dict[str, float
     """How well y_hat predicts y, against the invariant guess y_o. Three (N, D) -> floats.
 
     - cos_pred = mean cos(y, y_hat); cos_invariant = mean cos(y, y_o);
-    - gain = mean [cos(y, y_hat) - cos(y, y_o)] (losses.equivariance_gain; DESIGN.md: "the
+    - gain = mean [cos(y, y_hat) - cos(y, y_o)] (losses.equivariance_gain; docs/design.md: "the
       quantity learners should see"); 0 for the invariant predictor y_hat = y_o;
     - relative_gain = gain / mean [1 - cos(y, y_o)] = 1 - mean(1 - cos(y, y_hat)) / mean(1 - cos(y, y_o)):
       the fraction of the cosine distance between original and view that the prediction removes.

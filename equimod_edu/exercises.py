@@ -80,7 +80,7 @@ solutions = types.SimpleNamespace(
         "training should remove what the augmentations change most strongly and most often (colour jitter: "
         "brightness, contrast, saturation, hue; grayscale; the crop). The paper's case is colour (the hue). "
         "Whether a given training budget has got there is an empirical question: on short CPU budgets the "
-        "backbone may still be *learning* colour (notebook 2's colour probe above the random init), so the "
+        "backbone may still be *learning* some colour (notebook 2 compares SimCLR with its no-colour twin), so the "
         "augmentations it has become most invariant to need not be the colour ones. Ask the learners to "
         "explain the ranking the cell prints, not to match this text."),
 )

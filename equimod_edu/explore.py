@@ -562,7 +562,7 @@ class DisplacementExplorer(_Explorer):
 
     For the chosen image and the controls' augmentation t, per model:
     y_o = embed(x_o), y = embed(view), y_hat = predict(y_o, encode(t));
-    cos_pred = cos(y, y_hat), cos_invariant = cos(y, y_o), gain = cos_pred - cos_invariant (DESIGN.md);
+    cos_pred = cos(y, y_hat), cos_invariant = cos(y, y_o), gain = cos_pred - cos_invariant (docs/design.md);
     rank: the true view's rank (1 = best) by cosine to y_hat among the gallery = [y] + `gallery_size`
     other views of the same image (drawn from `aug`, seed `seed + 1 + image`); rank_invariant: the
     same with y_o as the query (what an invariant model gets). Chance is about (gallery + 1) / 2.

@@ -72,13 +72,16 @@ def test_the_main_job_compares_random_simclr_and_equimod_and_prints_the_report_p
     for model in ("simclr", "equimod"):
         for key in ("equivariance_gain", "mrr", "hit1"):
             assert isinstance(report[model][key], float), (model, key)
-    assert report["wall_seconds"] > 0
+    assert report["wall_seconds"] > 0 and report["simclr"]["train_seconds"] > 0 and report["random"]["train_seconds"] == 0
+    assert report["chance"]["shape_acc"] == pytest.approx(1 / 8) and report["chance"]["colour_acc"] == pytest.approx(1 / 12)
+    assert report["probe"]["n_train"] == 512 and report["probe"]["n_test"] == 256  # the quick sizes, said as such
     assert "| random |" in done.stdout and "| equimod |" in done.stdout
+    assert "chance: shape_acc 0.125, colour_acc 0.083" in done.stdout
     assert (tmp_path / "gallery.png").exists() and (tmp_path / "comparison.png").exists()
 
 
 def test_cli_help_lists_every_command():
     done = subprocess.run([sys.executable, "-m", "equimod_edu.cli", "--help"], capture_output=True, text=True)
     assert done.returncode == 0
-    for command in ("demo", "gallery", "train", "evaluate", "compare"):
+    for command in ("demo", "gallery", "train", "evaluate", "compare", "label-efficiency"):
         assert command in done.stdout
