@@ -151,7 +151,7 @@ def _mean_std(values: Sequence[Optional[float]]) -> Optional[dict]:
 
 def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict[str, Optional[dict]]]:
     """{variant: {seed: headline}} -> {variant: {metric: {"mean", "std", "n"}}} (std over seeds)."""
-    return {variant: {m: _mean_std([h[m] for h in by_seed.values()]) for m in METRICS}
+    return {variant: {m: _mean_std([h.get(m) for h in by_seed.values()]) for m in METRICS}
             for variant, by_seed in runs.items()}
 
 

@@ -1,7 +1,7 @@
 """Shipped checkpoints: small, weights-only files that let notebooks open instantly.
 
     from equimod_edu.pretrained import available, load_pretrained
-    available()                                      # ['equimod', 'equimod-mlp-cyclic', 'simclr']
+    available()              # ['equimod', 'simclr', 'simclr-no-colour', 'supervised']
     model, cfg, metrics = load_pretrained("equimod")  # model in eval mode, its TrainConfig, its metrics
 
 Each file in ``data/pretrained/`` holds one trained model (its state dict in float32 on the CPU),
@@ -11,12 +11,12 @@ file, its size and SHA-256, the command that trained it, an equivalent ``equimod
 command, and the metrics. ``load_pretrained`` checks the SHA-256 before loading and says what to
 do when a file is missing or altered.
 
-How the shipped files were made (the project's own commands, nothing else):
+How the shipped files were made (the project's own commands, nothing else; data/results/README.md):
 
-    equimod-edu compare --variants simclr,equimod,equimod-mlp-cyclic --seeds 0,1,2 \\
-        --out runs/headline-simclr --overrides train_subset=8000 --no-progress
+    equimod-edu compare --preset cpu-reference --seeds 0 --out runs/reference \\
+        --variants simclr,simclr-no-colour,equimod,supervised --no-progress
     python -c "from equimod_edu.pretrained import export_pretrained as e; \\
-        e('runs/headline-simclr/simclr-s0', 'simclr'); e('runs/headline-simclr/equimod-s0', 'equimod')"
+        [e(f'runs/reference/{v}-s0', v) for v in ('simclr', 'simclr-no-colour', 'equimod', 'supervised')]"
 
 A rebuilt file will not have the same SHA-256 as the shipped one (floating-point sums differ
 between machines and thread counts); ``export_pretrained`` records the new one in the manifest.

@@ -296,9 +296,10 @@ def test_displacement_explorer_rejects_a_baseline_without_predictor(models, imag
 # ---------------------------------------------------------------- sweeps
 def test_sweep_params_go_from_identity_to_the_config_maximum():
     hue = ex.sweep_params(AUG, "hue", steps=9)
-    assert hue.values[0] == pytest.approx(-0.1) and hue.values[-1] == pytest.approx(0.1)
+    assert AUG.hue == 0.5  # the synthetic preset jitters the hue over the whole colour circle
+    assert hue.values[0] == pytest.approx(-0.5) and hue.values[-1] == pytest.approx(0.5)
     assert hue.fraction.tolist() == pytest.approx([-1, -0.75, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 1])
-    assert not hue.params.jitter[4] and hue.params.jitter[0] and hue.params.hue[-1] == pytest.approx(0.1)
+    assert not hue.params.jitter[4] and hue.params.jitter[0] and hue.params.hue[-1] == pytest.approx(0.5)
     bright = ex.sweep_params(AUG, "brightness", steps=5)
     assert bright.params.brightness.tolist() == pytest.approx([0.6, 0.8, 1.0, 1.2, 1.4])
     crop = ex.sweep_params(AUG, "crop", steps=5)
