@@ -53,7 +53,7 @@ def test_export_writes_a_weights_only_fp32_file_and_a_manifest_entry(run_dir, ex
     assert listed["sha256"] == sha256_of(folder / "tiny.pt") and len(listed["sha256"]) == 64
     assert listed["bytes"] == (folder / "tiny.pt").stat().st_size
     assert listed["command"] == "equimod-edu compare --test"
-    assert listed["train_command"].startswith("equimod-edu train --preset cpu-demo")
+    assert listed["train_command"].startswith("equimod-edu train --preset cpu-live")
     assert listed["config"]["equimod"] is True and listed["training"]["steps"] == 4
     assert json.loads((folder / "tiny.report.json").read_text()) == report
     assert available(folder) == ["tiny"]
