@@ -48,7 +48,7 @@ machine, with the same torch threads; nothing is compared with a number from els
     50k-image epoch (images // batch steps). ``--setting fast``: bf16 autocast + channels_last +
     torch.compile; ``--setting plain``: fp32, contiguous NCHW, eager. On CUDA one more step runs
     under ``torch.cuda.set_sync_debug_mode("warn")`` and the number of host synchronisations is
-    printed (DESIGN.md section 3 asks for none inside a step).
+    printed (the design asks for none inside a step).
     Last line: ``seconds_per_epoch=<x>`` (target on one H100, fast: <= 3).
 
 Noise. On a small shared CPU (the 2-core reference machine with other jobs running), torch's
