@@ -45,7 +45,7 @@ import torch.nn as nn
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.preprocessing import StandardScaler
 
-from equimod_edu.data import SyntheticSpec, make_synthetic
+from equimod_edu.synthetic import SyntheticSpec, make_synthetic
 
 try:
     from equimod_edu.models import ConvNet

@@ -13,7 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from equimod_edu import evaluate, explore, pretrained  # noqa: E402
+from equimod_edu import equivariance, pretrained, widgets  # noqa: E402
 from equimod_edu.data import synthetic  # noqa: E402
 
 
@@ -29,10 +29,10 @@ def main():
     equimod, cfg, _ = pretrained.load_pretrained("equimod")
     aug = cfg.augmentation()
     test = synthetic("test")
-    posthoc = evaluate.fit_posthoc_predictor(simclr, synthetic("train").images[:512], aug, epochs=3)
-    displacement = explore.DisplacementExplorer({"SimCLR": (simclr, posthoc), "EquiMod": (equimod, None)},
+    posthoc = equivariance.fit_posthoc_predictor(simclr, synthetic("train").images[:512], aug, epochs=3)
+    displacement = widgets.DisplacementExplorer({"SimCLR": (simclr, posthoc), "EquiMod": (equimod, None)},
                                                 test.images[:16], aug, reference_images=test.images[16:80])
-    augmentation = explore.AugmentationExplorer(test.images[:16], aug)
+    augmentation = widgets.AugmentationExplorer(test.images[:16], aug)
     displacement.update(), augmentation.update()  # first draw warms matplotlib up
     for name, explorer in (("AugmentationExplorer", augmentation), ("DisplacementExplorer", displacement)):
         median, worst = moves(explorer)

@@ -11,7 +11,7 @@ machine, with the same torch threads; nothing is compared with a number from els
 --mode step (default). EquiMod costs one more image per pair (x_o, x_1, x_2 through the backbone
     instead of x_1, x_2) plus g', p and u: 3 views against 2, so about 1.5x. Two
     ``equimod_edu.train.Trainer`` objects (EquiMod on / off, otherwise the same config, backbone
-    and batch) time ``trainer.training_step(step, images)`` (augmentation, forward, loss,
+    and batch) time ``trainer.training_step(step, trainer.make_views(images, step))`` (augmentation, forward, loss,
     backward, LARS step) after warm-up steps, alternating the two models block by block over
     ``--repeats`` blocks of ``--steps`` steps; the median seconds/step of each is kept. On CUDA
     each block is bracketed by ``torch.cuda.synchronize()``.
@@ -169,7 +169,7 @@ def time_steps(trainer: Trainer, images: torch.Tensor, first_step: int, steps: i
     synchronize(trainer.device)
     start = time.perf_counter()
     for step in range(first_step, first_step + steps):
-        metrics = trainer.training_step(step, images)
+        metrics = trainer.training_step(step, trainer.make_views(images, step))
     float(metrics["loss"])  # the last step's result on the host
     synchronize(trainer.device)
     return (time.perf_counter() - start) / steps
@@ -279,9 +279,7 @@ def baseline_epoch(trainer: Trainer, loader, first_step: int, capture: bool) -> 
         views = [x.to(trainer.device) for x in (x_o, x_1, x_2)]
         if trainer.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        batch = (*views, t_1.to(trainer.device), t_2.to(trainer.device))
-        trainer.make_views = lambda images, step, batch=batch: batch  # the loader made the views
-        metrics = trainer.training_step(step, batch[0])
+        metrics = trainer.update(step, *views, t_1.to(trainer.device), t_2.to(trainer.device))  # the loader made the views
         step += 1
     float(metrics["loss"])
     synchronize(trainer.device)
@@ -292,9 +290,8 @@ def ours_epoch(trainer: Trainer, epoch: int) -> float:
     """Seconds for one epoch of the Trainer's device-resident path (as Trainer.epochs runs it)."""
     synchronize(trainer.device)
     start = time.perf_counter()
-    indices = trainer.batch_indices(epoch)
-    for i in range(trainer.steps_per_epoch):
-        metrics = trainer.training_step(epoch * trainer.steps_per_epoch + i, trainer.data.images[indices[i]])
+    for step in range(epoch * trainer.steps_per_epoch, (epoch + 1) * trainer.steps_per_epoch):
+        metrics = trainer.training_step(step, trainer.next_batch(step))
     float(metrics["loss"])
     synchronize(trainer.device)
     return time.perf_counter() - start
@@ -343,7 +340,7 @@ def count_host_syncs(trainer: Trainer, images: torch.Tensor, step: int) -> tuple
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            trainer.training_step(step, images)
+            trainer.training_step(step, trainer.make_views(images, step))
         finally:
             torch.cuda.set_sync_debug_mode("default")
     syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
@@ -371,13 +368,13 @@ def mode_gpu_epoch(args) -> None:
         print(f"set-up (model, {len(data)} images to {trainer.device}): {time.perf_counter() - start:.1f} s")
         start = time.perf_counter()
         for step in range(args.warmup):
-            float(trainer.training_step(step, batch(step))["loss"])
+            float(trainer.training_step(step, trainer.make_views(batch(step), step))["loss"])
         print(f"warm-up ({args.warmup} steps{', compile included' if fast else ''}): "
               f"{time.perf_counter() - start:.1f} s")
         synchronize(trainer.device)
         start = time.perf_counter()
         for step in range(args.warmup, args.warmup + timed):
-            metrics = trainer.training_step(step, batch(step))
+            metrics = trainer.training_step(step, trainer.make_views(batch(step), step))
         loss = float(metrics["loss"])
         synchronize(trainer.device)
         per_step = (time.perf_counter() - start) / timed

@@ -14,13 +14,14 @@ are (CPU or CUDA). It reproduces the torchvision pipeline of SimCLR / BYOL, in t
     RandomResizedCrop -> HorizontalFlip -> ColorJitter (random order, p) -> Grayscale (p)
     -> GaussianBlur (p) -> Solarize (p) -> Normalize
 
-and each step matches its twin in ``torchvision.transforms.v2.functional`` for the same
-parameters (tested in ``tests/test_augment.py``): colour ops to float precision, the crop exactly
-inside the crop and within the interpolation difference on its border (we resample the crop from
-the whole image with ``grid_sample``; torchvision cuts the crop out first, so its border pixels
-interpolate against a clamped edge instead of the pixels just outside the crop). Work is done in
-float32 without the intermediate uint8 rounding of PIL, and without antialiasing (irrelevant for
-CIFAR's upsampling crops).
+The file reads in that order: parameters -> config -> sample -> apply -> encode. The pixel
+operations themselves are pure functions in ``functional.py``, and each matches its twin in
+``torchvision.transforms.v2.functional`` for the same parameters (tested in
+``tests/test_augment.py``): colour ops to float precision, the crop exactly inside the crop and
+within the interpolation difference on its border (we resample the crop from the whole image;
+torchvision cuts the crop out first, so its border pixels interpolate against a clamped edge
+instead of the pixels just outside the crop). Work is done in float32 without the intermediate
+uint8 rounding of PIL, and without antialiasing (irrelevant for CIFAR's upsampling crops).
 
 Parameter vector (official EquiMod order, docs/design.md section 1), 15 values on CIFAR-10:
     crop top, left, height, width (fractions of the image) | flip |
@@ -40,13 +41,13 @@ from dataclasses import dataclass
 from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
+
+from .functional import JITTER_FUNCTIONS, gaussian_blur, grayscale, resized_crop, solarize, to_float
 
 # Colour-jitter operations, indexed as in torchvision's ColorJitter (the order tensor holds these).
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 
 PerView = Union[float, tuple[float, float]]  # a probability that may differ between the two views
 
@@ -121,6 +122,13 @@ class AugmentationParams:
     @classmethod
     def cat(cls, params: Sequence["AugmentationParams"]) -> "AugmentationParams":
         return cls(**{f.name: torch.cat([getattr(p, f.name) for p in params]) for f in dataclasses.fields(cls)})
+
+    def where(self, mask: torch.Tensor, other: "AugmentationParams") -> "AugmentationParams":
+        """Row i from self where mask[i] (N,) bool, else from other (torch.where, row by row)."""
+        def pick(name):
+            x, y = getattr(self, name), getattr(other, name)
+            return torch.where(mask.view(-1, *[1] * (x.dim() - 1)), x, y)
+        return AugmentationParams(**{f.name: pick(f.name) for f in dataclasses.fields(self)})
 
 
 class Views(NamedTuple):
@@ -290,8 +298,8 @@ class AugmentationConfig:
     def apply(self, images: torch.Tensor, params: AugmentationParams, normalize: bool = True) -> torch.Tensor:
         return apply(images, params, self, normalize)
 
-    def encode(self, params: AugmentationParams, groups: Optional[Sequence[str]] = None) -> torch.Tensor:
-        return encode(params, self, groups)
+    def encode(self, params: AugmentationParams) -> torch.Tensor:
+        return encode(params, self)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) uint8 or float in [0, 1] -> float, (x - mean) / std per channel."""
@@ -306,12 +314,23 @@ class AugmentationConfig:
             return apply(images, AugmentationParams.identity(images.shape[0], images.device), self)
         return self.normalize(images)
 
-    def views(self, images: torch.Tensor, generator: Optional[torch.Generator] = None) -> Views:
-        """x_o and two independently augmented views (view 0 and view 1 settings) with their params."""
+    def sample_pair(self, n: int, image_size: Optional[tuple[int, int]] = None,
+                    generator: Optional[torch.Generator] = None, device=None
+                    ) -> tuple[AugmentationParams, AugmentationParams]:
+        """Parameters of both views of n images: (view 0 settings, view 1 settings), drawn in that order."""
+        return tuple(self.sample(n, image_size, generator, device, view=v) for v in (0, 1))
+
+    def views(self, images: torch.Tensor, generator: Optional[torch.Generator] = None,
+              rows: Optional[slice] = None) -> Views:
+        """x_o and two independently augmented views (view 0 and view 1 settings) with their params.
+
+        images (N, 3, H, W). Parameters are drawn for all N images; `rows` then keeps a share of
+        them (one process's share of a global batch: every process draws the same parameters).
+        """
         check_images(images)
-        n, size = images.shape[0], tuple(images.shape[-2:])
-        p1 = self.sample(n, size, generator, images.device, view=0)
-        p2 = self.sample(n, size, generator, images.device, view=1)
+        p1, p2 = self.sample_pair(images.shape[0], tuple(images.shape[-2:]), generator, images.device)
+        if rows is not None:
+            images, p1, p2 = images[rows], p1[rows], p2[rows]
         return Views(self.original(images), apply(images, p1, self), apply(images, p2, self), p1, p2)
 
     @property
@@ -337,6 +356,38 @@ class AugmentationConfig:
             slices[name] = slice(start, start + width)
             start += width
         return slices
+
+    def column_names(self) -> list[str]:
+        """Names of the encoded vector's columns, in order (for tables and plots)."""
+        names = []
+        for group, width in self.layout():
+            if group == "crop":
+                names += ["top", "left", "height", "width"]
+            elif group == "order":
+                names += [f"op{i + 1}" for i in range(4)]
+            elif group == "hue" and width == 2:
+                names += ["hue cos", "hue sin"]
+            elif group == "blur":
+                names += ["blur", "sigma"]
+            else:
+                names.append(group)
+        return names
+
+    def param_mask(self, groups: Sequence[str]) -> tuple[bool, ...]:
+        """P booleans: True on the columns of the named groups (the predictor sees only those).
+
+        >>> AugmentationConfig().param_mask(["flip"])[:6]
+        (False, False, False, False, True, False)
+        """
+        slices = self.encoded_groups()
+        unknown = [name for name in groups if name not in slices]
+        if unknown:
+            raise ValueError(f"unknown parameter groups {unknown}; this config has {list(slices)}")
+        keep = [False] * self.encoded_dim
+        for name in groups:
+            for i in range(self.encoded_dim)[slices[name]]:
+                keep[i] = True
+        return tuple(keep)
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,153 +498,6 @@ def check_params(images: torch.Tensor, params: AugmentationParams) -> None:
                          "use params.to(images.device) or sample on the images' device")
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 0-255 -> float32 0-1; float -> float32."""
-    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
-
-
-# --------------------------------------------------------------------------------------------
-# Pure per-sample operations, (N, 3, H, W) float in [0, 1] in and out
-# --------------------------------------------------------------------------------------------
-def _col(values: torch.Tensor) -> torch.Tensor:
-    """(N,) -> (N, 1, 1, 1) to broadcast one value per image."""
-    return values.view(-1, 1, 1, 1).to(torch.float32)
-
-
-def _cubic_weights(t: torch.Tensor, a: float = -0.75) -> list[torch.Tensor]:
-    """Weights of the 4 taps floor(x) - 1 .. floor(x) + 2 for fractional offsets t (Keys' cubic,
-    a = -0.75 as torch's bicubic interpolate and grid_sample)."""
-    def near(x):  # |x| <= 1
-        return ((a + 2) * x - (a + 3)) * x * x + 1
-
-    def far(x):  # 1 < |x| < 2
-        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-
-    return [far(t + 1), near(t), near(1 - t), far(2 - t)]
-
-
-def interpolation_matrix(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int,
-                         mode: str = "bilinear", flip: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """(N, out_size, in_size) weights resampling the segment [start, start + length) of a line.
-
-    start, length: (N,) fractions of the input line; flip: (N,) bool, reverse the output.
-    Output pixel i samples the input at x = start * in + (i + 0.5) * length * in / out - 0.5
-    (pixel centres, align_corners=False) with the interpolation kernel's taps; taps beyond the
-    image are clamped to its edge pixels (grid_sample's padding_mode="border"). "nearest" takes
-    the pixel at round(x), ties to even.
-    """
-    i = torch.arange(out_size, device=start.device, dtype=torch.float32) + 0.5
-    x = (start[:, None] * in_size + i * (length[:, None] * in_size / out_size) - 0.5)  # (N, out)
-    if flip is not None:
-        x = torch.where(flip[:, None], x.flip(1), x)
-    if mode == "nearest":
-        taps, weights = [torch.round(x)], [torch.ones_like(x)]
-    else:
-        base = torch.floor(x)
-        t = x - base
-        if mode == "bilinear":
-            taps, weights = [base, base + 1], [1 - t, t]
-        else:
-            taps, weights = [base - 1, base, base + 1, base + 2], _cubic_weights(t)
-    taps = torch.stack(taps, dim=2).clamp_(0, in_size - 1).long()  # (N, out, taps)
-    matrix = torch.zeros(x.shape[0], out_size, in_size, device=start.device)
-    return matrix.scatter_add_(2, taps, torch.stack(weights, dim=2))
-
-
-def resized_crop(images: torch.Tensor, crop: torch.Tensor, flip: torch.Tensor, size: int,
-                 interpolation: str = "bilinear") -> torch.Tensor:
-    """Crop each image to its box, resize to size x size, flip where asked: two matrix products.
-
-    images (N, 3, H, W) float; crop (N, 4) top, left, height, width fractions; flip (N,) bool.
-    Returns (N, 3, size, size). An axis-aligned resized crop is separable: with R (N, size, H)
-    resampling the rows and C (N, size, W) the columns, out = R @ image @ C^T for each channel.
-    The flip reverses C's rows. Same result as grid_sample with the equivalent affine grid
-    (padding_mode="border"), several times faster on a CPU.
-    """
-    n, channels, height, width = images.shape
-    crop = crop.float()
-    rows = interpolation_matrix(crop[:, 0], crop[:, 2], height, size, interpolation)
-    cols = interpolation_matrix(crop[:, 1], crop[:, 3], width, size, interpolation, flip)
-    # one matrix pair per image, repeated for its channels: 3N small products in two bmm calls
-    rows, cols = rows.repeat_interleave(channels, 0), cols.repeat_interleave(channels, 0)
-    out = torch.bmm(torch.bmm(rows, images.reshape(n * channels, height, width)), cols.transpose(1, 2))
-    return out.view(n, channels, size, size)
-
-
-def rgb_to_grayscale(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) -> (N, 1, H, W) luma 0.2989 R + 0.587 G + 0.114 B."""
-    r, g, b = images.unbind(dim=1)
-    return (GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b).unsqueeze(1)
-
-
-def _blend(a: torch.Tensor, b: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return (_col(factor) * a + (1 - _col(factor)) * b).clamp_(0, 1)
-
-
-def adjust_brightness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Scale all channels by factor (N,); clamp to [0, 1]."""
-    return (images * _col(factor)).clamp_(0, 1)
-
-
-def adjust_contrast(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend each image with its mean grey level (a constant image) by factor (N,)."""
-    mean = rgb_to_grayscale(images).mean(dim=(1, 2, 3), keepdim=True)
-    return _blend(images, mean, factor)
-
-
-def adjust_saturation(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend each image with its own grayscale version by factor (N,)."""
-    return _blend(images, rgb_to_grayscale(images), factor)
-
-
-def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Rotate the hue of each image by shift (N,) turns, keeping HSV value and saturation.
-
-    In HSV, with V = max(R, G, B), C = V - min(R, G, B) and the hue H in [0, 6), the channels are
-    V - C * clamp(min(k, 4 - k), 0, 1) with k = (n + H) mod 6 and n = 5, 3, 1 for R, G, B.
-    Rotating the hue adds 6 * shift to H: no detour through a full HSV image is needed.
-    """
-    r, g, b = images.unbind(dim=1)
-    maxc = torch.maximum(torch.maximum(r, g), b)
-    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
-    inv = 1.0 / torch.where(chroma > 0, chroma, 1.0)  # grey pixels (C = 0) keep any hue
-    # hue sector by the largest channel: R -> (G - B) / C, G -> 2 + (B - R) / C, B -> 4 + (R - G) / C
-    hue6 = torch.where(maxc == r, (g - b) * inv, torch.where(maxc == g, (b - r) * inv + 2, (r - g) * inv + 4))
-    hue6 += 6.0 * shift.float().view(-1, 1, 1)
-    channels = []
-    for n in (5.0, 3.0, 1.0):
-        k = torch.remainder(hue6 + n, 6.0)
-        channels.append(maxc - chroma * torch.minimum(k, 4.0 - k).clamp_(0, 1))
-    return torch.stack(channels, dim=1)
-
-
-def grayscale(images: torch.Tensor) -> torch.Tensor:
-    """Luma replicated on three channels (as RandomGrayscale)."""
-    return rgb_to_grayscale(images).expand_as(images)
-
-
-def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """Blur each image with its own sigma (N,) pixels: separable kernel, reflect padding, as torchvision."""
-    n, c, h, w = images.shape
-    half = (kernel_size - 1) * 0.5
-    x = torch.linspace(-half, half, kernel_size, device=images.device)
-    kernel = torch.exp(-0.5 * (x / sigma.float().view(-1, 1)) ** 2)
-    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (N*3, K)
-    pad = kernel_size // 2
-    out = F.pad(images.reshape(1, n * c, h, w), (pad, pad, pad, pad), mode="reflect")
-    out = F.conv2d(out, kernel.view(n * c, 1, kernel_size, 1), groups=n * c)  # vertical pass
-    out = F.conv2d(out, kernel.view(n * c, 1, 1, kernel_size), groups=n * c)  # horizontal pass
-    return out.view(n, c, h, w)
-
-
-def solarize(images: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Invert the pixels at or above threshold."""
-    return torch.where(images >= threshold, 1 - images, images)
-
-
-JITTER_FUNCTIONS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
-
-
 def _compute_all(images: torch.Tensor) -> bool:
     """Whether _where computes every image (GPU) rather than the selected subset (CPU)."""
     return images.is_cuda
@@ -676,7 +580,7 @@ def _encoding_stats(key: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     config = AugmentationConfig(**dict(key))
     generator = torch.Generator().manual_seed(0)
     n = 1 << 15  # per view; the std of a mean over 2^16 draws is ~0.4% of a column's std
-    vectors = [raw_vector(config.sample(n, generator=generator, view=v), config) for v in (0, 1)]
+    vectors = [raw_vector(p, config) for p in config.sample_pair(n, generator=generator)]
     vectors = torch.cat(vectors)
     mean, std = vectors.mean(dim=0), vectors.std(dim=0)
     std = torch.where(std > 1e-6, std, torch.ones_like(std))  # a constant column stays 0 after centring
@@ -688,21 +592,11 @@ def encoding_stats(config: AugmentationConfig) -> tuple[torch.Tensor, torch.Tens
     return _encoding_stats(_config_key(config))
 
 
-def encode(params: AugmentationParams, config: AugmentationConfig, groups: Optional[Sequence[str]] = None) -> torch.Tensor:
+def encode(params: AugmentationParams, config: AugmentationConfig) -> torch.Tensor:
     """The predictor's input t: (N, P) float32, each column standardised (mean 0, std 1 over draws).
 
-    groups: names of the parameter groups the predictor may see (see config.layout()); the
-    others are set to 0, their mean. None keeps all.
+    Which columns a model's predictor actually reads is the model's business (ModelConfig.param_mask,
+    built with config.param_mask(groups)).
     """
     mean, std = encoding_stats(config)
-    t = (raw_vector(params, config) - mean.to(params.device)) / std.to(params.device)
-    if groups is not None:
-        slices = config.encoded_groups()
-        unknown = set(groups) - set(slices)
-        if unknown:
-            raise ValueError(f"unknown parameter groups {sorted(unknown)}; this config has {list(slices)}")
-        keep = torch.zeros(t.shape[1], dtype=torch.bool, device=t.device)
-        for name in groups:
-            keep[slices[name]] = True
-        t = t * keep
-    return t
+    return (raw_vector(params, config) - mean.to(params.device)) / std.to(params.device)

@@ -76,7 +76,9 @@ def _given(args, config_class) -> dict:
 # Commands
 # --------------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from .train import CHECKPOINT_NAME, NonFiniteLossError, TrainConfig, Trainer, load_checkpoint
+    from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from .config import TrainConfig
+    from .train import NonFiniteLossError, Trainer
 
     overrides = _given(args, TrainConfig)
     if args.out:
@@ -121,7 +123,8 @@ def cmd_gallery(args) -> int:
 
     from .augment import AugmentationConfig
     from .data import synthetic
-    from .explore import column_names, describe_params, use_headless_backend, views_gallery
+    from .figures import use_headless_backend, views_gallery
+    from .views import describe_params
 
     use_headless_backend()
     out = Path(args.out)
@@ -137,7 +140,7 @@ def cmd_gallery(args) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     params = config.sample(len(images), tuple(images.shape[-2:]), generator)
     print(f"\nencoded parameter vectors t of view 1 (standardised), {config.encoded_dim} columns:")
-    print("    " + " ".join(f"{name[:6]:>6}" for name in column_names(config)))
+    print("    " + " ".join(f"{name[:6]:>6}" for name in config.column_names()))
     for i, row in enumerate(config.encode(params)):
         print(f"{i:>3} " + " ".join(f"{v:6.2f}" for v in row.tolist()) + f"   {describe_params(params, i)}")
     print(f"gallery: {out / 'gallery.png'}")
@@ -151,7 +154,7 @@ def _seeds(text: str) -> list[int]:
 def cmd_compare(args) -> int:
     """Train and evaluate variants over seeds; print the mean +- std table."""
     from .compare import VARIANTS, compare, table_markdown
-    from .explore import use_headless_backend
+    from .figures import use_headless_backend
 
     use_headless_backend()
     variants = [v for v in args.variants.split(",") if v]
@@ -170,7 +173,8 @@ def cmd_compare(args) -> int:
 def cmd_demo(args) -> int:
     """The main job: SimCLR and SimCLR+EquiMod on the shipped dataset, evaluated with random init."""
     from .compare import DEMO_METRICS, METRICS, compare, table_markdown
-    from .explore import use_headless_backend
+    from .figures import use_headless_backend
+    from .report import QUICK
 
     use_headless_backend()
     start = time.perf_counter()
@@ -180,10 +184,8 @@ def cmd_demo(args) -> int:
           "then evaluating both and a random-init backbone on held-out images...")
     overrides, sizes = dict(args.overrides or {}), None
     if args.quick:  # a one-minute smoke run of the whole job: tiny data, one epoch, small evaluation
-        from .evaluate import EvalSizes
         overrides = {"train_subset": 512, "epochs": 1, "batch_size": 64, **overrides}
-        sizes = EvalSizes(n_train=512, n_test=256, equi_images=32, gallery_size=4, posthoc_images=256,
-                          posthoc_pairs=1, posthoc_epochs=3, param_train=256, param_test=128)
+        sizes = QUICK
     result = compare(["simclr", "equimod"], [args.seed], out, preset="cpu-live", overrides=overrides,
                      progress=not args.no_progress, eval_sizes=sizes)
     table = table_markdown(result["summary"], DEMO_METRICS)
@@ -214,8 +216,8 @@ def _probe_protocol(out: Path, seed: int) -> dict:
 
 def cmd_evaluate(args) -> int:
     """Evaluate a run: probes, kNN, equivariance metrics; report.json, report.md and figures."""
-    from .evaluate import evaluate_run, report_markdown, write_report
-    from .explore import use_headless_backend
+    from .figures import use_headless_backend
+    from .report import evaluate_run, report_markdown, write_report
 
     use_headless_backend()
     run_dir = Path(args.run_dir)
@@ -233,11 +235,11 @@ def cmd_evaluate(args) -> int:
 
 def cmd_label_efficiency(args) -> int:
     """Accuracy against labels per class: linear probes on frozen runs, and a network from scratch."""
+    from .checkpoint import load_model
     from .data import load_dataset
-    from .evaluate import shuffled_subset
-    from .explore import use_headless_backend
+    from .dataset import shuffled_subset
+    from .figures import use_headless_backend
     from .supervised import label_efficiency, label_efficiency_figure
-    from .train import load_model
 
     use_headless_backend()
     models, cfg = {}, None
@@ -269,7 +271,7 @@ def cmd_label_efficiency(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     parser = argparse.ArgumentParser(prog="equimod-edu", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -4,7 +4,7 @@
     equimod-edu compare --variants simclr,equimod,equimod-mlp-cyclic --seeds 0,1,2 --out runs/headline
 
 Each (variant, seed) trains with `train.Trainer` into OUT/<variant>-s<seed>/ (a finished run is
-reused, an interrupted one resumed) and is evaluated with `evaluate.evaluate_run`; the random-init
+reused, an interrupted one resumed) and is evaluated with `report.evaluate_run`; the random-init
 baseline (the same architecture, untrained) is evaluated for each seed too. The summary holds the
 mean and standard deviation over seeds of each headline metric.
 """
@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .train import CHECKPOINT_NAME, TrainConfig, Trainer, load_checkpoint
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+from .config import TrainConfig
+from .train import Trainer
 
 #: Named variants: overrides of the preset. The paper's module is "equimod"; "equimod-mlp-cyclic"
 #: is the change this project measured (an MLP predictor and a (cos, sin) hue code).
@@ -117,7 +119,7 @@ def _get(report: Optional[dict], *keys, default=None):
 
 
 def headline(report: dict) -> dict:
-    """The flat headline metrics of one evaluation report (evaluate.evaluate_run's dict)."""
+    """The flat headline metrics of one evaluation report (report.evaluate_run's dict)."""
     target = report["target"]
     own = report.get("equivariance")
     posthoc = report.get("equivariance_posthoc")
@@ -169,23 +171,15 @@ def table_markdown(summary: dict, metrics: Sequence[str] = tuple(METRICS)) -> st
 
 
 def comparison_figure(summary: dict, metrics: Sequence[str] = ("shape_acc", "colour_acc", "knn_acc", "colour_knn")):
-    """Grouped bars (mean, error bar = std over seeds) of the probe metrics per variant."""
-    import matplotlib.pyplot as plt
+    """Grouped bars (mean, error bar = std over seeds) of the probe metrics per variant (a Figure)."""
+    from .figures import grouped_bars
 
-    variants = list(summary)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(metrics) * max(1, len(variants)) / 3, 3.6))
-    width = 0.8 / len(variants)
-    for i, variant in enumerate(variants):
-        means = [(summary[variant].get(m) or {}).get("mean", float("nan")) for m in metrics]
-        stds = [(summary[variant].get(m) or {}).get("std", 0.0) for m in metrics]
-        ax.bar([j + i * width for j in range(len(metrics))], means, width, yerr=stds, label=variant, capsize=3)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics)
-    ax.set_ylabel("accuracy on held-out images")
+    means = {v: {m: (summary[v].get(m) or {}).get("mean") for m in metrics} for v in summary}
+    stds = {v: {m: (summary[v].get(m) or {}).get("std", 0.0) for m in metrics} for v in summary}
+    ax = grouped_bars(means, "What the frozen representation keeps (mean ± std over seeds)",
+                      "accuracy on held-out images", errors=stds, rotation=0)
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    ax.set_title("What the frozen representation keeps (mean ± std over seeds)", fontsize=9)
-    fig.tight_layout()
-    return fig
+    return ax.figure
 
 
 def train_variant(variant: str, seed: int, out_dir: Path, preset: str, overrides: dict, progress: bool) -> Path:
@@ -243,9 +237,9 @@ def compare(variants: Sequence[str], seeds: Sequence[int], out_dir, preset: str 
     """Train and evaluate every (variant, seed); returns {"runs", "summary", "wall_seconds", ...}.
 
     Writes OUT/comparison.json, OUT/comparison.md and OUT/comparison.png. eval_sizes: an
-    evaluate.EvalSizes overriding the FAST / FULL sizes (e.g. a one-minute smoke run).
+    report.EvalSizes overriding the FAST / FULL sizes (e.g. a one-minute smoke run).
     """
-    from .evaluate import FAST, FULL, evaluate_random_init, evaluate_run, write_report
+    from .report import FAST, FULL, evaluate_random_init, evaluate_run, write_report
 
     start = time.perf_counter()
     out_dir = Path(out_dir)

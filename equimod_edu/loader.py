@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .augment import AugmentationConfig, AugmentationParams, apply, sample_crop
+from .augment import AugmentationConfig, AugmentationParams, Views, apply, sample_crop
+from .dataset import mix_seed
 
 
 class FolderCrops(Dataset):
@@ -55,7 +56,7 @@ class FolderCrops(Dataset):
             image = file.convert("RGB")
         width, height = image.size
         size = self.aug.size
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, index))
         crops = sample_crop(2, (height, width), self.aug.crop_scale, self.aug.crop_ratio, g)
         resample = Image.BICUBIC if self.aug.interpolation == "bicubic" else Image.BILINEAR
         views = []
@@ -67,8 +68,8 @@ class FolderCrops(Dataset):
 
 
 def views_from_crops(images: torch.Tensor, crops: torch.Tensor, aug: AugmentationConfig, generator,
-                     device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, AugmentationParams, AugmentationParams]:
-    """Finish a batch of FolderCrops on the device: x_o, x_1, x_2 and the full parameters.
+                     device) -> Views:
+    """Finish a batch of FolderCrops on the device: the Views x_o, x_1, x_2 and their full parameters.
 
     images (N, 3, 3, S, S) uint8, crops (N, 2, 4). The other parameters are drawn on the device;
     `apply` runs with a full-image box (the views are already cropped) while the returned params
@@ -78,11 +79,10 @@ def views_from_crops(images: torch.Tensor, crops: torch.Tensor, aug: Augmentatio
     n = images.shape[0]
     x_o = aug.normalize(images[:, 0])
     views, params = [], []
-    for k in (0, 1):
-        p = aug.sample(n, (aug.size, aug.size), generator, device, view=k)
+    for k, p in enumerate(aug.sample_pair(n, (aug.size, aug.size), generator, device)):
         already_cropped = p.clone()
         already_cropped.crop = AugmentationParams.identity(n, device).crop
         views.append(apply(images[:, k + 1], already_cropped, aug))
         p.crop = crops[:, k]
         params.append(p)
-    return x_o, views[0], views[1], params[0], params[1]
+    return Views(x_o, views[0], views[1], params[0], params[1])

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, fields
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torchvision
@@ -51,7 +51,8 @@ __all__ = [
     "ModelOutput",
     "EquiModModel",
     "byol_momentum",
-    "param_mask_from_groups",
+    "model_device",
+    "resolve_device",
 ]
 
 BACKBONES = ("convnet", "resnet18", "resnet50")
@@ -360,27 +361,6 @@ class ModelConfig:
             self.param_mask = tuple(bool(m) for m in mask)
 
 
-def param_mask_from_groups(groups: Mapping[str, slice], keep: Sequence[str],
-                           param_dim: int) -> tuple[bool, ...]:
-    """A ``param_mask`` that shows the predictor only the named parameter groups.
-
-    ``groups`` maps a name to its slice of t (e.g. ``AugmentationConfig.encoded_groups()``).
-
-    Example::
-
-        >>> param_mask_from_groups({"crop": slice(0, 4), "flip": slice(4, 5)}, ["flip"], 5)
-        (False, False, False, False, True)
-    """
-    unknown = [name for name in keep if name not in groups]
-    if unknown:
-        raise ValueError(f"keep names unknown groups {unknown}; known: {sorted(groups)}")
-    mask = [False] * param_dim
-    for name in keep:
-        for i in range(param_dim)[groups[name]]:
-            mask[i] = True
-    return tuple(mask)
-
-
 @dataclass
 class ModelOutput:
     """What :meth:`EquiModModel.forward` returns; each field ``(N, dim) float`` or ``None``.
@@ -591,3 +571,18 @@ class EquiModModel(nn.Module):
         for online, target in pairs:
             for p_online, p_target in zip(online.parameters(), target.parameters()):
                 p_target.lerp_(p_online.detach(), 1.0 - momentum)
+
+
+# --------------------------------------------------------------------------------------------
+# Devices
+# --------------------------------------------------------------------------------------------
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter."""
+    return next(model.parameters()).device
+
+
+def resolve_device(name=None) -> torch.device:
+    """A torch.device from "auto" or None (CUDA when available, else the CPU), "cpu", "cuda:1"..."""
+    if name is None or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -24,9 +24,9 @@ between machines and thread counts); ``export_pretrained`` records the new one i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import os
 import shlex
 from pathlib import Path
 from typing import Optional
@@ -34,6 +34,7 @@ from typing import Optional
 import torch
 
 from . import __version__
+from .files import atomic_write
 
 __all__ = ["PRETRAINED_DIR", "MANIFEST_NAME", "PretrainedError", "available", "manifest", "export_pretrained",
            "load_pretrained", "sha256_of", "train_command", "verify", "TRAINING_ONLY"]
@@ -69,10 +70,8 @@ def available(directory=None) -> list[str]:
 
 
 def _write_manifest(data: dict, directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{MANIFEST_NAME}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, directory / MANIFEST_NAME)
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    atomic_write(directory / MANIFEST_NAME, lambda f: f.write(text.encode()))
 
 
 def sha256_of(path) -> str:
@@ -101,7 +100,7 @@ def train_command(config: dict, preset: Optional[str] = None) -> str:
     The preset is the one that shares most values with the config (``cpu-reference`` for the shipped
     models) unless given; every field that differs from it becomes a flag, the run folder --out.
     """
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     if preset is None:
         def shared(values: dict) -> int:
@@ -166,8 +165,8 @@ def export_pretrained(run_dir, name: str, out_dir=None, command: Optional[str] =
     full report is copied beside it as ``<name>.report.json``. command: how the run was trained
     (default: the argv in the run's environment.json). Returns the manifest entry.
     """
+    from .checkpoint import augmentation_of, load_checkpoint, model_config_of
     from .compare import headline
-    from .train import load_checkpoint
 
     run_dir, out = Path(run_dir), _dir(out_dir)
     if not name or "/" in name or name.startswith("."):
@@ -186,13 +185,11 @@ def export_pretrained(run_dir, name: str, out_dir=None, command: Optional[str] =
     dropped = _not_shipped(objective)
     weights = {key: (value.detach().float() if value.is_floating_point() else value.detach()).cpu().contiguous()
                for key, value in state["model"].items() if not key.startswith(dropped)}
-    payload = {"model": weights, "config": state["config"], "metrics": metrics, "name": name,
-               "objective": objective, "version": __version__}
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.pt"
-    tmp = out / f".{name}.pt.tmp{os.getpid()}"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    payload = {"model": weights, "config": state["config"],
+               "model_config": dataclasses.asdict(model_config_of(state)),
+               "augmentation": dataclasses.asdict(augmentation_of(state)),
+               "metrics": metrics, "name": name, "objective": objective, "version": __version__}
+    path = atomic_write(out / f"{name}.pt", lambda f: torch.save(payload, f))
     (out / f"{name}.report.json").write_text(json.dumps(report, indent=2) + "\n")
     history = state.get("metrics") or []
     entry = {
@@ -251,22 +248,16 @@ def load_pretrained(name: str, directory=None, map_location="cpu"):
 
     metrics: the headline metrics measured when it was exported (see compare.METRICS).
     """
-    from .models import EquiModModel
-    from .train import TrainConfig
+    from .checkpoint import build_model
+    from .config import TrainConfig
 
     path = verify(name, directory)
     state = torch.load(path, map_location=map_location, weights_only=True)
-    cfg = TrainConfig.from_dict(state["config"])
-    model = EquiModModel(cfg.model_config())
-    dropped = _not_shipped(state.get("objective", "self-supervised"))
-    missing, unexpected = model.load_state_dict(state["model"], strict=False)
-    wrong = unexpected + [key for key in missing if not key.startswith(dropped)]
-    if wrong:
-        raise PretrainedError(f"the shipped checkpoint {name!r} does not fit its config: {wrong[:5]}")
-    if model.target_backbone is not None:  # BYOL: the EMA target is only needed to train
-        model.target_backbone.load_state_dict(model.backbone.state_dict())
-        model.target_projector.load_state_dict(model.projector.state_dict())
-    return model.to(map_location).eval(), cfg, dict(state["metrics"])
+    try:
+        model = build_model(state, map_location, missing_ok=_not_shipped(state.get("objective", "self-supervised")))
+    except ValueError as error:
+        raise PretrainedError(f"the shipped checkpoint {name!r} does not fit its config: {error}") from None
+    return model, TrainConfig.from_dict(state["config"]), dict(state["metrics"])
 
 
 #: What a shipped file leaves out, as state-dict key prefixes: BYOL's EMA target (needed only to

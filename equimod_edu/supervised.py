@@ -27,10 +27,12 @@ import torch.nn.functional as F
 
 from . import __version__
 from .augment import AugmentationConfig, apply
-from .data import ImageDataset, load_dataset
-from .models import EquiModModel
+from .data import load_dataset
+from .dataset import ImageDataset, mix_seed
+from .models import EquiModModel, resolve_device
 from .optim import set_lr, warmup_cosine
-from .train import CHECKPOINT_NAME, TrainConfig, load_checkpoint, resolve_device, save_checkpoint
+from .checkpoint import CHECKPOINT_NAME, describe, load_checkpoint, save_checkpoint
+from .config import TrainConfig
 
 __all__ = ["supervised_augmentation", "train_supervised", "per_class_subset", "label_efficiency",
            "label_efficiency_figure"]
@@ -94,9 +96,9 @@ def train_supervised(cfg: TrainConfig, dataset: Optional[ImageDataset] = None, s
     bar = tqdm(total=total, initial=step, desc="supervised", disable=not progress, dynamic_ncols=True)
     while step < total:
         epoch, i = divmod(step, per_epoch)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(cfg.seed, epoch)))
         index = order[i * batch:(i + 1) * batch].to(device)
-        g.manual_seed(cfg.seed * 1_000_003 + step + 1)
+        g.manual_seed(mix_seed(cfg.seed, step + 1))
         x = apply(data.images[index], aug.sample(len(index), tuple(data.images.shape[-2:]), g, device), aug)
         set_lr(optimizer, warmup_cosine(step, total, warmup, cfg.lr))
         logits = classifier(model.features(x))
@@ -122,7 +124,7 @@ def train_supervised(cfg: TrainConfig, dataset: Optional[ImageDataset] = None, s
                 save_checkpoint(path, {
                     "model": model.state_dict(), "classifier": classifier.state_dict(),
                     "optimizer": optimizer.state_dict(), "step": step, "epoch": step / per_epoch,
-                    "config": cfg.to_dict(), "metrics": history, "objective": "supervised",
+                    "config": cfg.to_dict(), **describe(cfg), "metrics": history, "objective": "supervised",
                     "stop_reason": "finished" if step == total else None, "train_seconds": seconds,
                     "version": __version__})
     bar.close()
@@ -143,14 +145,14 @@ def label_efficiency(models: dict[str, tuple[EquiModModel, TrainConfig]], train_
                      log=print) -> dict:
     """Test accuracy on the target against labels per class.
 
-    models: name -> (frozen model, its TrainConfig): a linear probe (evaluate.linear_probe) on its
+    models: name -> (frozen model, its TrainConfig): a linear probe (probes.linear_probe) on its
         frozen h, fitted on ``k`` labelled training images per class, for each ``k`` in per_class.
     scratch: a TrainConfig for a network trained from scratch on the same ``k`` labels per class
         (:func:`train_supervised`, ``max(scratch_steps, epochs over the subset)`` steps), then
         scored on the test set by its own classifier (through a probe on its h).
     Returns ``{"per_class": [...], "curves": {name: [accuracy per k]}, "n_test", "chance"}``.
     """
-    from .evaluate import extract_features, linear_probe
+    from .probes import extract_features, linear_probe
 
     curves: dict[str, list[float]] = {}
     for name, (model, cfg) in models.items():

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from equimod_edu import augment
-from equimod_edu.augment import AugmentationConfig, AugmentationParams, apply, encode
+from equimod_edu import augment, functional
+from equimod_edu.augment import AugmentationConfig, AugmentationParams, apply
 
 N = 48
 COLOUR_TOL = 1 / 255  # mean absolute error allowed for the colour ops (they agree far closer)
@@ -90,10 +90,10 @@ def test_byol_views_are_asymmetric():
 
 # ---------------------------------------------------------------- torchvision equivalence
 @pytest.mark.parametrize("ours,theirs,low,high", [
-    (augment.adjust_brightness, TF.adjust_brightness, 0.6, 1.4),
-    (augment.adjust_contrast, TF.adjust_contrast, 0.6, 1.4),
-    (augment.adjust_saturation, TF.adjust_saturation, 0.0, 2.0),
-    (augment.adjust_hue, TF.adjust_hue, -0.5, 0.5),
+    (functional.adjust_brightness, TF.adjust_brightness, 0.6, 1.4),
+    (functional.adjust_contrast, TF.adjust_contrast, 0.6, 1.4),
+    (functional.adjust_saturation, TF.adjust_saturation, 0.0, 2.0),
+    (functional.adjust_hue, TF.adjust_hue, -0.5, 0.5),
 ])
 def test_colour_ops_match_torchvision(ours, theirs, low, high):
     x = images_float()
@@ -106,24 +106,24 @@ def test_colour_ops_match_torchvision(ours, theirs, low, high):
 
 def test_hue_handles_grey_and_saturated_pixels():
     grey = torch.full((2, 3, 4, 4), 0.5)
-    assert torch.allclose(augment.adjust_hue(grey, torch.tensor([0.3, -0.2])), grey)
+    assert torch.allclose(functional.adjust_hue(grey, torch.tensor([0.3, -0.2])), grey)
     red = torch.zeros(1, 3, 1, 1)
     red[0, 0] = 1.0
-    green = augment.adjust_hue(red, torch.tensor([1 / 3]))  # a third of a turn: red -> green
+    green = functional.adjust_hue(red, torch.tensor([1 / 3]))  # a third of a turn: red -> green
     assert torch.allclose(green.flatten(), torch.tensor([0.0, 1.0, 0.0]), atol=1e-5)
 
 
 def test_grayscale_blur_solarize_match_torchvision():
     x = images_float()
     want = torch.stack([TF.rgb_to_grayscale(x[i], num_output_channels=3) for i in range(N)])
-    assert (augment.grayscale(x) - want).abs().max() < 1e-5
+    assert (functional.grayscale(x) - want).abs().max() < 1e-5
     for k in (3, 5, 23):
         xx = images_float(8, size=32 if k < 23 else 48)
         sigma = 0.1 + 1.9 * torch.rand(8, generator=gen(2))
         want = torch.stack([TF.gaussian_blur(xx[i], [k, k], [float(sigma[i])] * 2) for i in range(8)])
-        assert (augment.gaussian_blur(xx, sigma, k) - want).abs().max() < 1e-5
+        assert (functional.gaussian_blur(xx, sigma, k) - want).abs().max() < 1e-5
     want = torch.stack([TF.solarize(x[i], 0.5) for i in range(N)])
-    assert torch.equal(augment.solarize(x, 0.5), want)
+    assert torch.equal(functional.solarize(x, 0.5), want)
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
@@ -132,7 +132,7 @@ def test_resized_crop_matches_torchvision_inside_the_box(mode):
     x = images_float(32)
     cfg = AugmentationConfig.cifar10(interpolation=mode)
     p = cfg.sample(32, generator=gen(3))
-    got = augment.resized_crop(x, p.crop, p.flip, 32, mode)
+    got = functional.resized_crop(x, p.crop, p.flip, 32, mode)
     interp = TF.InterpolationMode.BILINEAR if mode == "bilinear" else TF.InterpolationMode.BICUBIC
     reach = 1 if mode == "bilinear" else 2  # input pixels the kernel reaches on each side
     for i in range(32):
@@ -291,15 +291,37 @@ def test_cyclic_hue_treats_half_turns_as_the_same_hue():
     assert not torch.allclose(raw[0], raw[1])
 
 
-def test_encode_groups_zero_the_others():
+def test_param_mask_marks_the_columns_of_the_named_groups():
     cfg = AugmentationConfig.cifar10()
-    p = cfg.sample(64, generator=gen())
-    t = cfg.encode(p, groups=["crop", "hue"])
+    mask = cfg.param_mask(["crop", "hue"])
     groups = cfg.encoded_groups()
-    assert torch.equal(t[:, groups["crop"]], cfg.encode(p)[:, groups["crop"]])
-    assert (t[:, groups["brightness"]] == 0).all() and (t[:, groups["flip"]] == 0).all()
+    assert len(mask) == cfg.encoded_dim
+    assert [i for i, on in enumerate(mask) if on] == [*range(15)[groups["crop"]], *range(15)[groups["hue"]]]
     with pytest.raises(ValueError, match="unknown parameter groups"):
-        cfg.encode(p, groups=["blur"])
+        cfg.param_mask(["blur"])
+
+
+def test_column_names_follow_the_layout():
+    cfg = AugmentationConfig.cifar10()
+    names = cfg.column_names()
+    assert len(names) == cfg.encoded_dim and names[:5] == ["top", "left", "height", "width", "flip"]
+    cyclic = AugmentationConfig.imagenet(hue_encoding="cyclic").column_names()
+    assert "hue cos" in cyclic and "sigma" in cyclic and len(cyclic) == 18
+
+
+def test_where_picks_rows_from_either_params():
+    a, b = AugmentationParams.identity(3), AugmentationConfig.cifar10().sample(3, generator=gen())
+    mixed = a.where(torch.tensor([True, False, True]), b)
+    assert torch.equal(mixed.crop[0], a.crop[0]) and torch.equal(mixed.crop[1], b.crop[1])
+    assert torch.equal(mixed.order[2], a.order[2]) and mixed.flip[1] == b.flip[1]
+
+
+def test_views_rows_keep_a_share_of_the_same_draws():
+    cfg = AugmentationConfig.cifar10()
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    whole = cfg.views(images, gen())
+    share = cfg.views(images, gen(), rows=slice(4, 8))
+    assert torch.equal(share.x_1, whole.x_1[4:]) and torch.equal(share.params_2.crop, whole.params_2.crop[4:])
 
 
 # ---------------------------------------------------------------- bad input

@@ -21,7 +21,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from conftest import free_port, write_kernel_of_this_python  # tests/conftest.py
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -85,17 +86,9 @@ def playwright_browser():
 
 
 # ---------------------------------------------------------------- a JupyterLab server of our own
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _write_settings(root: Path) -> dict:
     """Environment for a JupyterLab isolated in `root`: its own kernel spec, settings, runtime files."""
-    from ipykernel.kernelspec import write_kernel_spec   # its argv starts sys.executable
-
-    write_kernel_spec(root / "jupyter" / "kernels" / "python3", overrides={"display_name": "Python 3 (equimod_edu tests)"})
+    write_kernel_of_this_python(root)
     settings = root / "lab-settings"
     for plugin, values in {
         # every cell stays in the page (JupyterLab 4 otherwise leaves off-screen cells out of the DOM)
@@ -135,7 +128,7 @@ def jupyterlab(tmp_path: Path, notebook: str):
     work.mkdir()
     private.mkdir()
     shutil.copy(NOTEBOOKS / notebook, work / notebook)
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = free_port(), secrets.token_hex(16)
     env = _write_settings(private)
     log_path = private / "jupyterlab.log"
     log = open(log_path, "w")

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from equimod_edu import data
+from equimod_edu import synthetic as synthetic_module
 from equimod_edu.data import (
     COLOUR_NAMES,
     SHAPE_NAMES,
@@ -79,8 +80,8 @@ def test_synthetic_deterministic(small):
 
 
 def test_synthetic_many_chunks():
-    ds = make_synthetic(data._CHUNK + 5, seed=2)  # crosses a render-chunk boundary
-    assert ds.images.shape == (data._CHUNK + 5, 3, 32, 32)
+    ds = make_synthetic(synthetic_module._CHUNK + 5, seed=2)  # crosses a render-chunk boundary
+    assert ds.images.shape == (synthetic_module._CHUNK + 5, 3, 32, 32)
     assert ds.images[-5:].float().std() > 0  # the last chunk is drawn, not left empty
 
 
@@ -181,7 +182,7 @@ def test_object_position_and_scale_labels():
 
 def test_hsv_to_rgb_matches_colorsys():
     h, s, v = torch.rand(50), torch.rand(50), torch.rand(50)
-    rgb = data.hsv_to_rgb(h, s, v)
+    rgb = synthetic_module.hsv_to_rgb(h, s, v)
     ref = torch.tensor([colorsys.hsv_to_rgb(*t) for t in zip(h.tolist(), s.tolist(), v.tolist())])
     assert torch.allclose(rgb, ref, atol=1e-5)
 
@@ -189,7 +190,7 @@ def test_hsv_to_rgb_matches_colorsys():
 def test_polygon_sdf_square():
     square = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
     p = torch.tensor([[0.0, 0.0], [0.5, 0.0], [2.0, 0.0], [0.0, -3.0], [2.0, 2.0]])
-    d = data.polygon_sdf(p, square)
+    d = synthetic_module.polygon_sdf(p, square)
     assert torch.allclose(d, torch.tensor([-1.0, -0.5, 1.0, 2.0, math.sqrt(2)]), atol=1e-6)
 
 
@@ -390,3 +391,36 @@ def test_load_dataset_synthetic(tmp_path):
     ds = load_dataset("synthetic", "test", tmp_path, n_test=8, seed=3)
     assert len(ds) == 8 and ds.target == "shape"
     assert torch.equal(ds.images, synthetic("test", tmp_path, n_test=8, seed=3).images)
+
+
+# ---------------------------------------------------------------- shared helpers of dataset.py and files.py
+def test_mix_seed_keeps_the_seeds_the_shipped_runs_were_trained_with():
+    from equimod_edu.dataset import mix_seed
+
+    assert mix_seed(3, 7) == 3 * 1_000_003 + 7  # (seed, epoch) and (seed, step + 1) of every shipped run
+    assert mix_seed(0, 1, 2) == 1_000_003 + 2 and 0 <= mix_seed(2**62, 2**62, 5) < 2**63
+    assert len({mix_seed(0, epoch) for epoch in range(1000)} | {mix_seed(1, 0)}) == 1001
+
+
+def test_atomic_write_leaves_the_old_file_and_no_temporary_on_failure(tmp_path):
+    from equimod_edu.files import atomic_write
+
+    target = tmp_path / "deep" / "file.bin"
+    atomic_write(target, lambda f: f.write(b"old"))
+
+    def broken(f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, broken)
+    assert target.read_bytes() == b"old" and sorted(p.name for p in target.parent.iterdir()) == ["file.bin"]
+
+
+def test_as_images_accepts_a_dataset_a_batch_or_one_image():
+    from equimod_edu.dataset import as_images
+
+    ds = make_synthetic(4, size=8, seed=0)
+    assert as_images(ds) is ds.images and as_images(ds.images[0]).shape == (1, 3, 8, 8)
+    with pytest.raises(ValueError, match="N, 3, H, W"):
+        as_images(torch.zeros(2, 8, 8, dtype=torch.uint8))

@@ -138,8 +138,3 @@ def test_check_prediction_compares_with_the_measurement(capsys):
     assert "not one of the measured names" in capsys.readouterr().out
     with pytest.raises(AssertionError):
         check_prediction("flip", measured, strict=True)
-
-
-def test_nothing_is_exported_that_the_notebooks_do_not_need():
-    assert set(exercises.__all__) == {"check_nt_xent", "check_equivariance_gain", "check_equivariance_loss",
-                                      "check_prediction", "solutions"}

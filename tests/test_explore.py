@@ -17,10 +17,11 @@ import torch.nn.functional as F
 
 matplotlib.use("Agg")
 
-from equimod_edu import explore as ex  # noqa: E402
+from equimod_edu import equivariance, figures, notebook, views, widgets  # noqa: E402
 from equimod_edu.augment import AugmentationConfig, AugmentationParams, apply  # noqa: E402
 from equimod_edu.data import ImageDataset, make_synthetic  # noqa: E402
-from equimod_edu.evaluate import fit_posthoc_predictor, sample_views  # noqa: E402
+from equimod_edu.equivariance import fit_posthoc_predictor  # noqa: E402
+from equimod_edu.views import sample_views  # noqa: E402
 from equimod_edu.models import EquiModModel, ModelConfig  # noqa: E402
 from equimod_edu.train import TrainConfig, Trainer  # noqa: E402
 
@@ -52,7 +53,7 @@ def models(images):
 
 @pytest.fixture
 def explorer(models, images):
-    return ex.DisplacementExplorer(models, images, AUG, gallery_size=6, reference_views=32)
+    return widgets.DisplacementExplorer(models, images, AUG, gallery_size=6, reference_views=32)
 
 
 def as_float(image):
@@ -61,53 +62,53 @@ def as_float(image):
 
 # ---------------------------------------------------------------- controls -> parameters
 def test_crop_box_keeps_area_and_ratio_and_fits_inside():
-    top, left, h, w = ex.crop_box(0.36, 1.0, 0.0, 0.0)
+    top, left, h, w = views.crop_box(0.36, 1.0, 0.0, 0.0)
     assert (top, left) == (0.0, 0.0) and h == pytest.approx(0.6) and w == pytest.approx(0.6)
-    top, left, h, w = ex.crop_box(0.5, 4 / 3, 1.0, 1.0)           # top/left past the edge: moved back
+    top, left, h, w = views.crop_box(0.5, 4 / 3, 1.0, 1.0)           # top/left past the edge: moved back
     assert h * w == pytest.approx(0.5) and w / h == pytest.approx(4 / 3)
     assert top == pytest.approx(1 - h) and left == pytest.approx(1 - w)
-    top, left, h, w = ex.crop_box(1.0, 4 / 3)                       # too wide: the width is cut to the image
+    top, left, h, w = views.crop_box(1.0, 4 / 3)                       # too wide: the width is cut to the image
     assert w == 1.0 and h == pytest.approx(math.sqrt(3 / 4)) and (top, left) == (0.0, 0.0)
-    _, _, h, w = ex.crop_box(0.5, 1.0, image_aspect=2.0)            # a 2:1 image: square in pixels
+    _, _, h, w = views.crop_box(0.5, 1.0, image_aspect=2.0)            # a 2:1 image: square in pixels
     assert h * w == pytest.approx(0.5) and (w * 2) / h == pytest.approx(1.0)
     with pytest.raises(ValueError):
-        ex.crop_box(0.0)
+        views.crop_box(0.0)
 
 
 def test_controls_follow_the_config():
-    controls = ex.augmentation_controls(AUG, n_images=5)
+    controls = widgets.augmentation_controls(AUG, n_images=5)
     assert controls["image"].max == 4 and "sigma" not in controls and "solarize" not in controls
     assert controls["crop_scale"].min == pytest.approx(AUG.crop_scale[0]) and controls["crop_scale"].value == 1
     assert (controls["brightness"].min, controls["brightness"].max) == pytest.approx((0.6, 1.4))
     assert (controls["hue"].min, controls["hue"].max) == (-0.5, 0.5) and len(controls["order"].options) == 24
-    byol = ex.augmentation_controls(AugmentationConfig.byol_cifar10())
+    byol = widgets.augmentation_controls(AugmentationConfig.byol_cifar10())
     assert byol["sigma"].max == pytest.approx(2.0) and byol["sigma"].value == 0 and byol["solarize"].value is False
 
 
 def test_identity_controls_give_identity_params():
-    params = ex.params_from_values({}, AUG)
+    params = views.params_from_values({}, AUG)
     identity = AugmentationParams.identity(1)
     for name in ("crop", "flip", "jitter", "order", "brightness", "hue", "grayscale", "blur", "solarize"):
         assert torch.equal(getattr(params, name), getattr(identity, name)), name
     with pytest.raises(ValueError, match="unknown controls"):
-        ex.params_from_values({"rotation": 3}, AUG)
+        views.params_from_values({"rotation": 3}, AUG)
 
 
 def test_jitter_turns_on_only_when_a_factor_moves_and_then_takes_the_order():
-    p = ex.params_from_values({"order": (3, 2, 1, 0)}, AUG)
+    p = views.params_from_values({"order": (3, 2, 1, 0)}, AUG)
     assert not p.jitter[0] and p.order[0].tolist() == [0, 1, 2, 3]
-    p = ex.params_from_values({"order": (3, 2, 1, 0), "contrast": 1.2}, AUG)
+    p = views.params_from_values({"order": (3, 2, 1, 0), "contrast": 1.2}, AUG)
     assert p.jitter[0] and p.order[0].tolist() == [3, 2, 1, 0] and p.contrast[0] == pytest.approx(1.2)
     aug = AugmentationConfig.byol_cifar10()
-    p = ex.params_from_values({"sigma": 1.5, "solarize": True}, aug)
+    p = views.params_from_values({"sigma": 1.5, "solarize": True}, aug)
     assert p.blur[0] and p.sigma[0] == pytest.approx(1.5) and p.solarize[0]
-    p = ex.params_from_values({"sigma": 1.5, "solarize": True}, AUG)  # this config neither blurs nor solarizes
+    p = views.params_from_values({"sigma": 1.5, "solarize": True}, AUG)  # this config neither blurs nor solarizes
     assert not p.blur[0] and not p.solarize[0]
 
 
 # ---------------------------------------------------------------- the augmentation explorer
 def test_augmentation_explorer_starts_at_identity(images):
-    explorer = ex.AugmentationExplorer(images, AUG)
+    explorer = widgets.AugmentationExplorer(images, AUG)
     r = explorer.result
     assert torch.allclose(r["augmented"], as_float(images[0]), atol=1e-4)
     assert torch.allclose(r["encoded"], AUG.encode(AugmentationParams.identity(1))[0])
@@ -117,7 +118,7 @@ def test_augmentation_explorer_starts_at_identity(images):
 
 
 def test_hue_slider_sets_the_hue_changes_the_view_and_the_vector(images):
-    explorer = ex.AugmentationExplorer(images, AUG)
+    explorer = widgets.AugmentationExplorer(images, AUG)
     before = explorer.result
     explorer.controls["hue"].value = 0.3
     after = explorer.result
@@ -131,12 +132,12 @@ def test_hue_slider_sets_the_hue_changes_the_view_and_the_vector(images):
 
 
 def test_the_readout_shows_the_parameters_and_t_as_text(images):
-    explorer = ex.AugmentationExplorer(images, AUG)
+    explorer = widgets.AugmentationExplorer(images, AUG)
     view_line = re.search(r'<div class="equimod-params">(.*?)</div>', explorer.readout.value).group(1)
     assert view_line == "<b>view:</b> crop 1.00x1.00 @(0.00,0.00)"  # identity: no jitter, flip or gray
     explorer.controls["hue"].value = 0.3
     text = explorer.readout.value
-    assert "h+0.30" in text and ex.describe_params(explorer.params()).replace(",", "") in text.replace(",", "")
+    assert "h+0.30" in text and views.describe_params(explorer.params()).replace(",", "") in text.replace(",", "")
     shown = re.findall(r'data-name="([^"]+)">[^&]+&nbsp;([-+][0-9.]+)<', text)
     assert [name for name, _ in shown] == explorer.result["names"]
     assert [float(v) for _, v in shown] == pytest.approx(explorer.result["encoded"].tolist(), abs=0.006)
@@ -146,7 +147,7 @@ def test_the_readout_shows_the_parameters_and_t_as_text(images):
 
 
 def test_crop_flip_gray_and_image_controls(images):
-    explorer = ex.AugmentationExplorer(images, AUG)
+    explorer = widgets.AugmentationExplorer(images, AUG)
     explorer.controls["crop_scale"].value = 0.4
     top, left, h, w = explorer.params().crop[0].tolist()
     assert h * w == pytest.approx(0.4, abs=1e-3) and explorer.result["augmented"].shape == (3, 32, 32)
@@ -166,7 +167,7 @@ def test_crop_flip_gray_and_image_controls(images):
 
 
 def test_set_moves_several_controls_with_one_update_and_rejects_unknown_names(images):
-    explorer = ex.AugmentationExplorer(images, AUG)
+    explorer = widgets.AugmentationExplorer(images, AUG)
     n = len(explorer.timings)
     result = explorer.set(brightness=1.3, hue=-0.2, order=[3, 0, 1, 2])
     assert len(explorer.timings) == n + 1
@@ -202,8 +203,8 @@ def test_displacement_numbers_match_a_direct_computation(explorer, models, image
         assert r["cos_invariant"] == pytest.approx(cos_inv, abs=1e-5)
         assert r["gain"] == pytest.approx(cos_pred - cos_inv, abs=1e-5)
         # the gallery: the true view and 6 other views of image 2, drawn with seed + 1 + image
-        views = sample_views(AUG, 1, 6, (32, 32), torch.Generator().manual_seed(0 + 1 + 2))
-        _, others, _ = direct(model, predictor, x_o, apply(images[2:3].expand(6, -1, -1, -1), views, AUG), t)
+        gallery_params = sample_views(AUG, 1, 6, (32, 32), torch.Generator().manual_seed(0 + 1 + 2))
+        _, others, _ = direct(model, predictor, x_o, apply(images[2:3].expand(6, -1, -1, -1), gallery_params, AUG), t)
         gallery = torch.cat([y, others])
         similarity = F.cosine_similarity(y_hat, gallery)
         assert r["gallery"] == 7 and r["rank"] == 1 + int((similarity[1:] >= similarity[0]).sum())
@@ -223,7 +224,7 @@ def test_identity_means_no_displacement(explorer):
 
 def test_the_invariant_predictor_has_zero_gain_for_any_augmentation(models, images):
     model = models["EquiMod"][0]
-    explorer = ex.DisplacementExplorer({"invariant": (model, lambda y_o, t: y_o, "y")}, images, AUG,
+    explorer = widgets.DisplacementExplorer({"invariant": (model, lambda y_o, t: y_o, "y")}, images, AUG,
                                        gallery_size=4, reference_views=16)
     for values in ({}, {"hue": 0.4}, {"crop_scale": 0.3, "grayscale": True}):
         r = explorer.set(**values)["models"]["invariant"]
@@ -290,30 +291,30 @@ def test_the_readout_escapes_model_names(explorer):
 
 def test_displacement_explorer_rejects_a_baseline_without_predictor(models, images):
     with pytest.raises(ValueError, match="no equivariance module"):
-        ex.DisplacementExplorer({"SimCLR": (models["SimCLR"][0], None)}, images, AUG, reference_views=8)
+        widgets.DisplacementExplorer({"SimCLR": (models["SimCLR"][0], None)}, images, AUG, reference_views=8)
 
 
 # ---------------------------------------------------------------- sweeps
 def test_sweep_params_go_from_identity_to_the_config_maximum():
-    hue = ex.sweep_params(AUG, "hue", steps=9)
+    hue = views.sweep_params(AUG, "hue", steps=9)
     assert AUG.hue == 0.5  # the synthetic preset jitters the hue over the whole colour circle
     assert hue.values[0] == pytest.approx(-0.5) and hue.values[-1] == pytest.approx(0.5)
     assert hue.fraction.tolist() == pytest.approx([-1, -0.75, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 1])
     assert not hue.params.jitter[4] and hue.params.jitter[0] and hue.params.hue[-1] == pytest.approx(0.5)
-    bright = ex.sweep_params(AUG, "brightness", steps=5)
+    bright = views.sweep_params(AUG, "brightness", steps=5)
     assert bright.params.brightness.tolist() == pytest.approx([0.6, 0.8, 1.0, 1.2, 1.4])
-    crop = ex.sweep_params(AUG, "crop", steps=5)
+    crop = views.sweep_params(AUG, "crop", steps=5)
     area = crop.params.crop[:, 2] * crop.params.crop[:, 3]
     assert area.tolist() == pytest.approx(torch.linspace(1, 0.2, 5).tolist(), abs=1e-5)
     assert torch.allclose(crop.params.crop[:, 0] * 2 + crop.params.crop[:, 2], torch.ones(5))  # centred
-    gray = ex.sweep_params(AUG, "grayscale", steps=9)
+    gray = views.sweep_params(AUG, "grayscale", steps=9)
     assert gray.params.grayscale.tolist() == [False, True]
-    blur = ex.sweep_params(AugmentationConfig.byol_cifar10(), "blur", steps=3)
+    blur = views.sweep_params(AugmentationConfig.byol_cifar10(), "blur", steps=3)
     assert blur.params.blur.tolist() == [False, True, True] and blur.params.sigma[-1] == pytest.approx(2.0)
     with pytest.raises(ValueError, match="nothing to sweep"):
-        ex.sweep_params(AUG, "blur")
+        views.sweep_params(AUG, "blur")
     with pytest.raises(ValueError, match="unknown augmentation"):
-        ex.sweep_params(AUG, "rotation")
+        views.sweep_params(AUG, "rotation")
 
 
 def lines(fig, label):
@@ -323,14 +324,14 @@ def lines(fig, label):
 
 def test_sweep_figure_draws_actual_and_predicted_trajectories(models, images):
     model, _ = models["EquiMod"]
-    fig = ex.sweep_figure(model, None, images[0], AUG, "hue", steps=5, cloud_views=8)
+    fig = figures.sweep_figure(model, None, images[0], AUG, "hue", steps=5, cloud_views=8)
     assert len(lines(fig, "map")) == 2 and len(lines(fig, "cosine")) == 2
     assert sum(ax.get_label().startswith("view") for ax in fig.axes) == 5
-    d = ex.sweep_data(model, None, images[0], AUG, "hue", steps=5, cloud_views=8)
+    d = figures.sweep_data(model, None, images[0], AUG, "hue", steps=5, cloud_views=8)
     assert d["cos_invariant"][2] == pytest.approx(1, abs=1e-5) and d["y"].shape == (5, 16)
     assert d["gain"] == pytest.approx(d["cos_pred"] - d["cos_invariant"])
     simclr, posthoc = models["SimCLR"]
-    fig = ex.sweep_figure(simclr, posthoc, images[1], AUG, "grayscale", cloud_views=8)
+    fig = figures.sweep_figure(simclr, posthoc, images[1], AUG, "grayscale", cloud_views=8)
     assert len(lines(fig, "map")) == 2 and len(lines(fig, "cosine")) == 2
     assert sum(ax.get_label().startswith("view") for ax in fig.axes) == 2
 
@@ -338,24 +339,24 @@ def test_sweep_figure_draws_actual_and_predicted_trajectories(models, images):
 def test_invariance_curves_have_one_line_per_augmentation_and_space(models, images):
     model, _ = models["EquiMod"]
     groups = ["crop", "hue", "grayscale"]
-    fig = ex.invariance_curves(model, images[:3], AUG, groups=groups, steps=3)
+    fig = figures.invariance_curves(model, images[:3], AUG, groups=groups, steps=3)
     assert [ax.get_label() for ax in fig.axes] == ["h", "y"]
     assert all(len(ax.get_lines()) == 3 for ax in fig.axes)
-    d = ex.invariance_distances(model, images[:3], AUG, groups=groups, steps=3)
+    d = equivariance.invariance_distances(model, images[:3], AUG, groups=groups, steps=3)
     assert d["distance"]["y"]["hue"][1] == pytest.approx(0, abs=1e-5)        # the middle of the hue sweep
     assert d["distance"]["h"]["crop"][0] == pytest.approx(0, abs=1e-5)       # crop scale 1
     assert d["distance"]["y"]["grayscale"][1] > 1e-4
     baseline = models["SimCLR"][0]
-    fig = ex.invariance_curves(baseline, images[:3], AUG, steps=3)
+    fig = figures.invariance_curves(baseline, images[:3], AUG, steps=3)
     assert [ax.get_label() for ax in fig.axes] == ["h", "z"]
-    assert all(len(ax.get_lines()) == len(ex.one_at_a_time_groups(AUG)) for ax in fig.axes)
+    assert all(len(ax.get_lines()) == len(views.one_at_a_time_groups(AUG)) for ax in fig.axes)
     with pytest.raises(ValueError, match="at least 2 images"):
-        ex.invariance_distances(model, images[:1], AUG)
+        equivariance.invariance_distances(model, images[:1], AUG)
 
 
 # ---------------------------------------------------------------- live curves, Colab
 def test_live_curves_record_every_log_line():
-    curves = ex.LiveCurves()
+    curves = widgets.LiveCurves()
     curves(None, {"loss": 3.0, "inv": 2.0, "equi": 1.0, "gain": 0.1, "step": 10})
     curves(None, {"loss": 2.5, "inv": 1.8, "equi": 0.7, "gain": 0.2, "step": 20})
     curves(None, {"loss": 2.0, "inv": 2.0, "step": 30})                    # a baseline: no equi, no gain
@@ -368,7 +369,7 @@ def test_live_curves_record_every_log_line():
 
 
 def test_live_curves_draw_the_chance_lines_the_trainer_logs():
-    curves = ex.LiveCurves()
+    curves = widgets.LiveCurves()
     curves(None, {"loss": 4.0, "inv": 4.0, "inv_top1": 0.2, "inv_chance": math.log(127), "step": 1})
     assert curves.chance["inv"] == pytest.approx(math.log(127)) and curves.chance["inv_top1"] == pytest.approx(1 / 127)
     panels = {ax.get_label(): ax for ax in curves.figure().axes}
@@ -386,7 +387,7 @@ def test_live_curves_as_a_trainer_callback(tmp_path):
                       proj_hidden=32, z_dim=16, y_dim=16, param_embed_dim=8, batch_size=8, epochs=1, warmup_epochs=0,
                       lr=0.1, device="cpu", log_every=1, checkpoint_every=100, max_steps=2,
                       out_dir=str(tmp_path / "run"), progress=False)
-    curves = ex.LiveCurves()
+    curves = widgets.LiveCurves()
     trainer = Trainer(cfg, callbacks={"on_log": [curves], "on_train_end": [curves]}, dataset=data)
     trainer.run()
     assert curves.steps == [1.0, 2.0]
@@ -396,9 +397,9 @@ def test_live_curves_as_a_trainer_callback(tmp_path):
 
 
 def test_enable_colab_widgets_only_acts_in_colab(monkeypatch):
-    assert ex.enable_colab_widgets() is False
+    assert notebook.enable_colab_widgets() is False
     calls = []
     colab = types.ModuleType("google.colab")
     colab.output = types.SimpleNamespace(enable_custom_widget_manager=lambda: calls.append(1))
     monkeypatch.setitem(sys.modules, "google.colab", colab)
-    assert ex.enable_colab_widgets() is True and calls == [1]
+    assert notebook.enable_colab_widgets() is True and calls == [1]

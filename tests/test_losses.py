@@ -3,7 +3,6 @@
 import doctest
 import inspect
 import math
-import socket
 import time
 from datetime import timedelta
 from types import SimpleNamespace
@@ -13,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import free_port  # noqa: E402  (tests/conftest.py)
 import equimod_edu.losses as losses
 from equimod_edu.losses import (
     byol_loss,
@@ -294,12 +294,6 @@ def _worker(rank, port, out_dir):
         torch.distributed.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not (torch.distributed.is_available()
                          and torch.distributed.is_gloo_available()), reason="needs gloo")
 def test_gathered_losses_equal_the_single_process_global_batch(tmp_path):
@@ -310,7 +304,7 @@ def test_gathered_losses_equal_the_single_process_global_batch(tmp_path):
     = WORLD * the single-process gradient, which DDP's averaging divides back.
     """
     context = torch.multiprocessing.spawn(
-        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=False)
+        _worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=False)
     deadline = time.monotonic() + 120
     while not context.join(timeout=1):
         if time.monotonic() > deadline:

@@ -21,7 +21,6 @@ from equimod_edu.models import (
     SimCLRProjectionHead,
     build_backbone,
     byol_momentum,
-    param_mask_from_groups,
 )
 
 N, P, S = 4, 5, 8  # batch, parameter dim, image size: tiny, this runs on a shared CPU
@@ -164,13 +163,6 @@ def test_config_validation_names_the_field(overrides, field):
 
 def test_config_normalises_param_mask_to_a_tuple_of_bools():
     assert small_cfg(param_mask=[1, 0, 1, 0, 0]).param_mask == (True, False, True, False, False)
-
-
-def test_param_mask_from_groups():
-    groups = {"crop": slice(0, 4), "flip": slice(4, 5), "hue": slice(5, 7)}
-    assert param_mask_from_groups(groups, ["flip", "hue"], 7) == (False,) * 4 + (True,) * 3
-    with pytest.raises(ValueError, match="blur"):
-        param_mask_from_groups(groups, ["blur"], 7)
 
 
 def test_wrong_parameter_width_is_a_clear_error():

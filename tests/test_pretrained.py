@@ -45,7 +45,8 @@ def exported(run_dir, tmp_path):
 def test_export_writes_a_weights_only_fp32_file_and_a_manifest_entry(run_dir, exported):
     folder, entry = exported
     payload = torch.load(folder / "tiny.pt", weights_only=True)
-    assert set(payload) == {"model", "config", "metrics", "name", "objective", "version"}  # no optimiser, no schedule
+    assert set(payload) == {"model", "config", "model_config", "augmentation", "metrics", "name", "objective",
+                            "version"}  # no optimiser, no schedule
     assert all(v.dtype == torch.float32 for v in payload["model"].values() if v.is_floating_point())
     report = json.loads((run_dir / "eval" / "report.json").read_text())
     assert payload["metrics"] == headline(report) == entry["metrics"]

@@ -4,7 +4,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from conftest import free_port  # noqa: E402  (tests/conftest.py)
 from equimod_edu import train as train_module
 from equimod_edu.data import ImageDataset
 from equimod_edu.optim import LARS, lars_param_groups, warmup_cosine
@@ -162,6 +162,61 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
         Trainer(tiny_config(tmp_path / "b", seed=1), dataset=data, resume=True)
 
 
+def test_metrics_hold_each_step_once_after_a_resume(tmp_path):
+    """A run that logged past its last checkpoint (a kill) and resumes replays those steps: the log
+    keeps only the checkpoint's steps and then holds every step exactly once, as an uninterrupted run."""
+    data = tiny_dataset()
+    first = Trainer(tiny_config(tmp_path, log_every=1, checkpoint_every=4, max_steps=4), dataset=data)
+    first.run()
+    log = Path(first.cfg.out_dir) / "metrics.jsonl"
+    with open(log, "a") as f:  # what a kill after step 6 leaves: steps 5 and 6 logged, the checkpoint at 4
+        f.write(json.dumps({"step": 5, "loss": 1.0}) + "\n" + json.dumps({"step": 6, "loss": 1.0}) + "\n{\"st")
+    Trainer(tiny_config(tmp_path, log_every=1, checkpoint_every=4), dataset=data, resume=True).run()
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == list(range(1, 9))
+
+
+def test_the_default_callbacks_are_the_log_and_the_bar_and_user_callbacks_see_every_event(tmp_path):
+    seen = []
+    callbacks = {event: [lambda t, m, e=event: seen.append(e)] for event in train_module.EVENTS}
+    trainer = Trainer(tiny_config(tmp_path, progress=True), dataset=tiny_dataset(), callbacks=callbacks)
+    owners = {type(getattr(fn, "__self__", None)).__name__ for fns in trainer.callbacks.values() for fn in fns}
+    assert {"MetricsLog", "ProgressBar"} <= owners
+    trainer.run()
+    assert seen[0] == "on_train_begin" and seen[-1] == "on_train_end"
+    assert seen.count("on_log") == 4 and seen.count("on_epoch_end") == 2
+    with pytest.raises(ValueError, match="unknown event"):
+        trainer.add_callback("on_batch", lambda t, m: None)
+
+
+def test_both_data_paths_give_views_and_the_same_seeds_give_the_same_views(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path), dataset=tiny_dataset())
+    views = trainer.next_batch(3)
+    assert views.x_1.shape == (16, 3, 16, 16) and len(views.params_1) == 16
+    again = trainer.next_batch(3)
+    assert torch.equal(views.x_2, again.x_2) and torch.equal(views.params_2.crop, again.params_2.crop)
+    assert not torch.equal(trainer.next_batch(4).x_1, views.x_1)
+
+
+def test_a_checkpoint_describes_its_model_and_build_model_rebuilds_it(tmp_path):
+    from equimod_edu.checkpoint import augmentation_of, build_model, model_config_of
+
+    cfg = tiny_config(tmp_path, base="byol", param_groups=("crop", "hue"), max_steps=2)
+    trainer = Trainer(cfg, dataset=tiny_dataset())
+    trainer.run()
+    state = load_checkpoint(cfg.out_dir)
+    assert model_config_of(state) == cfg.model_config() and augmentation_of(state) == cfg.augmentation()
+    model = build_model(state)
+    assert torch.equal(params_of(model), params_of(trainer.model)) and not model.training
+    legacy = {k: v for k, v in state.items() if k not in ("model_config", "augmentation")}  # older files
+    assert torch.equal(params_of(build_model(legacy)), params_of(model))
+    online_only = {**state, "model": {k: v for k, v in state["model"].items() if not k.startswith("target_")}}
+    with pytest.raises(ValueError, match="target_"):
+        build_model(online_only)
+    rebuilt = build_model(online_only, missing_ok=("target_",))  # the shipped BYOL files leave the target out
+    assert torch.equal(rebuilt.target_projector.layers[0].weight, rebuilt.projector.layers[0].weight)
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real = train_module.equimod_loss
     calls = {"n": 0}
@@ -264,17 +319,11 @@ def test_cli_rejects_a_bad_value_naming_the_field(tmp_path):
 
 
 # ---------------------------------------------------------------- several processes (gloo)
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _one_step(trainer: Trainer) -> tuple[float, torch.Tensor]:
     """One training step with BatchNorm on fixed statistics (see test docstring)."""
     trainer.model.eval()
     images = trainer.data.images[trainer.batch_indices(0)[0]]
-    metrics = trainer.training_step(0, images)
+    metrics = trainer.training_step(0, trainer.make_views(images, 0))
     return float(metrics["loss"]), params_of(trainer.model)
 
 
@@ -303,7 +352,7 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, base
     cfg = tiny_config(tmp_path, base=base, optimizer="sgd", lr=0.1)
     single_loss, single_params = _one_step(Trainer(cfg, dataset=data))
     results = mp.Manager().dict()
-    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg.to_dict(), data, results), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), cfg.to_dict(), data, results), nprocs=2, join=True)
     for rank in (0, 1):
         loss, params = results[rank]
         assert loss == pytest.approx(single_loss, rel=1e-5)
@@ -314,7 +363,7 @@ def test_torchrun_launch_on_cpu(tmp_path):
     env = _cli_env()
     out = tmp_path / "ddp"
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()),
          "-m", "equimod_edu.cli", "train", *CLI_ARGS, "--dataset", "synthetic", "--out", str(out), "--max-steps", "3"],
         env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

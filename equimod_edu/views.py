@@ -1,0 +1,265 @@
+"""Recipes of augmentation parameters: every way the package builds an AugmentationParams by design.
+
+`AugmentationConfig.sample` draws parameters at random, the way training does. The evaluations,
+figures and explorers need parameters made on purpose, and they all come from here:
+
+    sample_views(aug, n_images=8, views=16, image_size=(32, 32), generator=g)   # K views per image
+    sample_one_augmentation(aug, "hue", n, (32, 32), g)     # only one augmentation acts
+    centre_crop_params(n, 32 / 36)                          # CIFAR's test-time resize + centre crop
+    sweep_params(aug, "brightness", steps=9)                # identity -> strongest, one augmentation
+    params_from_values({"hue": 0.25, "flip": True}, aug)    # slider values -> one row
+    describe_params(params, 0)                              # one row -> words
+    parameter_targets(params, aug)                          # what a probe tries to read back
+
+AUGMENTATIONS names the augmentations that can act alone (the per-augmentation breakdown, the
+sweeps, the explorers' controls), ONE_AUGMENTATION_FIELDS the parameter fields each one sets.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .augment import JITTER_OPS, AugmentationConfig, AugmentationParams
+
+
+# ---- K views per image, one augmentation at a time --------------------------------------
+def sample_views(aug: AugmentationConfig, n_images: int, views: int, image_size: tuple[int, int],
+                 generator: torch.Generator, device=None) -> AugmentationParams:
+    """Parameters of `views` augmented views of each image: n_images * views rows (row i*views + k).
+
+    Drawn from the config's own distribution; even k use its view-1 settings and odd k its view-2
+    settings (they differ only for BYOL's asymmetric blur and solarize).
+    """
+    n = n_images * views
+    first, second = aug.sample_pair(n, image_size, generator, device)
+    odd = torch.arange(n, device=first.device) % 2 == 1
+    return second.where(odd, first)
+
+#: The fields of AugmentationParams that each augmentation of the breakdown changes.
+ONE_AUGMENTATION_FIELDS = {
+    "crop": ("crop",), "flip": ("flip",),
+    "brightness": ("jitter", "brightness"), "contrast": ("jitter", "contrast"),
+    "saturation": ("jitter", "saturation"), "hue": ("jitter", "hue"),
+    "grayscale": ("grayscale",), "blur": ("blur", "sigma"), "solarize": ("solarize",),
+}
+
+#: The augmentations that can act alone, in display order.
+AUGMENTATIONS = tuple(ONE_AUGMENTATION_FIELDS)
+
+def one_at_a_time_groups(aug: AugmentationConfig) -> list[str]:
+    """The augmentations the config uses (the ones the per-augmentation breakdown varies alone)."""
+    jitter = aug.jitter_p > 0
+    used = {"crop": True, "flip": aug.flip_p > 0, "brightness": jitter and aug.brightness > 0,
+            "contrast": jitter and aug.contrast > 0, "saturation": jitter and aug.saturation > 0,
+            "hue": jitter and aug.hue > 0, "grayscale": aug.gray_p > 0, "blur": aug.has_blur,
+            "solarize": aug.has_solarize}
+    return [name for name, on in used.items() if on]
+
+def sample_one_augmentation(aug: AugmentationConfig, group: str, n: int, image_size: tuple[int, int],
+                            generator: torch.Generator, device=None) -> AugmentationParams:
+    """n parameter rows where only augmentation `group` acts; everything else is the identity.
+
+    Starts from AugmentationParams.identity(n) and copies the group's fields from a sample of the
+    config in which that augmentation always acts when it has a strength (colour jitter, blur:
+    probability 1, one factor at a time, jitter order left at 0 1 2 3) and is a fair coin when it
+    is on/off (flip, grayscale, solarize: probability 0.5, so the K views of an image come in two
+    kinds). Crop boxes keep the config's scale and ratio.
+    """
+    if group not in ONE_AUGMENTATION_FIELDS:
+        raise ValueError(f"unknown augmentation {group!r}; choose one of {list(ONE_AUGMENTATION_FIELDS)}")
+    forced = aug.replace(jitter_p=1.0, blur_p=1.0, flip_p=0.5, gray_p=0.5, solarize_p=0.5)
+    sampled = forced.sample(n, image_size, generator, device)
+    params = AugmentationParams.identity(n, sampled.device)
+    for name in ONE_AUGMENTATION_FIELDS[group]:
+        setattr(params, name, getattr(sampled, name))
+    return params
+
+# ---- the linear evaluation's fixed recipes -----------------------------------------------
+def linear_eval_augmentation(aug: AugmentationConfig) -> AugmentationConfig:
+    """Train-time augmentation of the linear evaluation: RandomResizedCrop(scale 0.08-1) + flip only.
+
+    Same output size, interpolation and normalisation as `aug`; no colour jitter, grayscale,
+    blur or solarize (docs/design.md, linear evaluation).
+    """
+    return aug.replace(crop_scale=(0.08, 1.0), flip_p=0.5, jitter_p=0.0, gray_p=0.0, blur_p=0.0, solarize_p=0.0)
+
+def centre_crop_params(n: int, fraction: float, device=None) -> AugmentationParams:
+    """Parameters that resize then centre crop, as one box: the central `fraction` of the image.
+
+    CIFAR's test transform "resize to 36, centre crop 32" keeps the central 32/36 = 8/9 of the
+    image and resamples it to 32 x 32: exactly this box (the pixel centres map identically).
+    """
+    params = AugmentationParams.identity(n, device)
+    margin = (1 - fraction) / 2
+    params.crop[:] = torch.tensor([margin, margin, fraction, fraction], device=device)
+    return params
+
+# ---- slider values <-> parameters <-> words ------------------------------------------------
+#: Every jitter order the "order" menu offers (all 24 permutations of B, C, S, H).
+JITTER_ORDERS = tuple(itertools.permutations(range(4)))
+
+#: Names of the controls, in display columns (geometry | colour jitter | the rest).
+CONTROL_COLUMNS = (("image", "crop_scale", "crop_ratio", "crop_top", "crop_left", "flip"),
+                   ("brightness", "contrast", "saturation", "hue", "order"),
+                   ("grayscale", "sigma", "solarize"))
+
+CONTROL_NAMES = tuple(name for column in CONTROL_COLUMNS for name in column)
+
+def crop_box(scale: float, ratio: float = 1.0, top: float = 0.0, left: float = 0.0,
+             image_aspect: float = 1.0) -> tuple[float, float, float, float]:
+    """(top, left, height, width), fractions of the image, of a crop set the RandomResizedCrop way.
+
+    scale: area of the crop / area of the image; ratio: the crop's width / height in pixels;
+    image_aspect: the image's width / height. Then height * width = scale and
+    (width * W) / (height * H) = ratio give height = sqrt(scale * aspect / ratio) and
+    width = sqrt(scale * ratio / aspect); a side longer than the image is cut to it (the area then
+    shrinks), and (top, left) is moved back so that the box fits inside the image.
+    """
+    if not (0 < scale <= 1 and ratio > 0 and image_aspect > 0):
+        raise ValueError(f"need 0 < scale <= 1 and ratio > 0, got scale={scale}, ratio={ratio}")
+    height = min(1.0, math.sqrt(scale * image_aspect / ratio))
+    width = min(1.0, math.sqrt(scale * ratio / image_aspect))
+    top = min(max(float(top), 0.0), 1.0 - height)
+    left = min(max(float(left), 0.0), 1.0 - width)
+    return top, left, height, width
+
+def params_from_values(values: dict, aug: AugmentationConfig, image_size: Optional[tuple[int, int]] = None
+                       ) -> AugmentationParams:
+    """The parameters (one row) that control values describe: a pure function, no widgets needed.
+
+    values: name -> value (see augmentation_controls; missing names keep identity values, "image"
+    is ignored); image_size: (H, W) of the input image (its aspect enters the crop box).
+    Starts from AugmentationParams.identity(1): jitter is on only when a factor differs from
+    identity (then the order is the "order" value), blur only when sigma > 0 (and the config
+    blurs), solarize only when the config solarizes.
+    """
+    unknown = set(values) - set(CONTROL_NAMES)
+    if unknown:
+        raise ValueError(f"unknown controls {sorted(unknown)}; the explorers have {list(CONTROL_NAMES)}")
+    height, width = image_size or (aug.size, aug.size)
+    p = AugmentationParams.identity(1)
+    box = crop_box(values.get("crop_scale", 1.0), values.get("crop_ratio", 1.0), values.get("crop_top", 0.0),
+                   values.get("crop_left", 0.0), width / height)
+    p.crop[0] = torch.tensor(box)
+    p.flip[0] = bool(values.get("flip", False))
+    factors = {name: float(values.get(name, 1.0)) for name in JITTER_OPS[:3]}
+    hue = float(values.get("hue", 0.0))
+    if hue != 0.0 or any(f != 1.0 for f in factors.values()):
+        p.jitter[0] = True
+        p.order[0] = torch.tensor(tuple(values.get("order", (0, 1, 2, 3))))
+        for name, factor in factors.items():
+            getattr(p, name)[0] = factor
+        p.hue[0] = hue
+    p.grayscale[0] = bool(values.get("grayscale", False))
+    sigma = float(values.get("sigma", 0.0))
+    if aug.has_blur and sigma > 0:
+        p.blur[0], p.sigma[0] = True, sigma
+    p.solarize[0] = aug.has_solarize and bool(values.get("solarize", False))
+    return p
+
+def describe_params(params: AugmentationParams, index: int = 0) -> str:
+    """A short human-readable line for one image's parameters (e.g. for a figure title)."""
+    p = params[index]
+    top, left, h, w = p.crop[0].tolist()
+    parts = [f"crop {h:.2f}x{w:.2f} @({top:.2f},{left:.2f})"]
+    if p.flip[0]:
+        parts.append("flip")
+    if p.jitter[0]:
+        names = "".join("BCSH"[i] for i in p.order[0].tolist())
+        parts.append(f"jitter {names} b{p.brightness[0]:.2f} c{p.contrast[0]:.2f} "
+                     f"s{p.saturation[0]:.2f} h{p.hue[0]:+.2f}")
+    if p.grayscale[0]:
+        parts.append("gray")
+    if p.blur[0]:
+        parts.append(f"blur {p.sigma[0]:.1f}")
+    if p.solarize[0]:
+        parts.append("solarize")
+    return ", ".join(parts)
+
+# ---- sweeps: one augmentation from identity to its strongest -------------------------------
+@dataclass
+class Sweep:
+    """One augmentation at `steps` strengths, everything else identity.
+
+    values (S,): the parameter (crop scale, factor, hue turns, sigma, or 0/1 for on/off);
+    fraction (S,): the strength relative to the config's maximum, signed for two-sided ones
+    (brightness 1 - b .. 1 + b is -1 .. 1; identity is 0); params: S rows; label: for an axis.
+    """
+
+    group: str
+    values: np.ndarray
+    fraction: np.ndarray
+    params: AugmentationParams
+    label: str
+
+def sweep_params(aug: AugmentationConfig, group: str, steps: int = 9,
+                 image_size: Optional[tuple[int, int]] = None) -> Sweep:
+    """Parameters that vary one augmentation over the config's range (on/off ones: 2 steps).
+
+    crop: a centred square box of area 1 .. crop_scale min; flip, grayscale, solarize: off, on;
+    brightness, contrast, saturation: factor max(0, 1 - s) .. 1 + s; hue: -h .. h turns;
+    blur: sigma 0 (off) .. blur_sigma max. Raises ValueError for a strength the config sets to 0.
+    """
+    if group not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {group!r}; choose one of {AUGMENTATIONS}")
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2, got {steps}")
+    height, width = image_size or (aug.size, aug.size)
+    binary = group in ("flip", "grayscale", "solarize")
+    n = 2 if binary else steps
+    if binary:
+        if group == "solarize" and not aug.has_solarize:
+            raise ValueError("this config never solarizes (solarize_p = 0): nothing to sweep")
+        values, fraction, label = np.array([0.0, 1.0]), np.array([0.0, 1.0]), f"{group} (off, on)"
+    elif group == "crop":
+        low = aug.crop_scale[0]
+        if low >= 1:
+            raise ValueError("crop_scale min is 1: nothing to sweep")
+        values = np.linspace(1.0, low, n)
+        fraction, label = (1 - values) / (1 - low), "crop scale (area fraction)"
+    elif group == "blur":
+        if not aug.has_blur:
+            raise ValueError("this config never blurs (blur_p = 0): nothing to sweep")
+        values = np.linspace(0.0, aug.blur_sigma[1], n)
+        fraction, label = values / aug.blur_sigma[1], "blur sigma (pixels)"
+    else:
+        strength = getattr(aug, group)
+        if strength <= 0:
+            raise ValueError(f"aug.{group} is 0: nothing to sweep")
+        centre = 0.0 if group == "hue" else 1.0  # identity: no shift, factor 1
+        values = centre + strength * np.linspace(-1.0, 1.0, n)  # the middle step is exactly identity
+        if group != "hue":
+            values = np.maximum(values, 0.0)  # a factor cannot go below 0
+        fraction, label = (values - centre) / strength, f"{group} ({'turns' if group == 'hue' else 'factor'})"
+    rows = []
+    for value in values:
+        if group == "crop":  # a centred square box
+            _, _, h, w = crop_box(value, 1.0, 0.0, 0.0, width / height)
+            v = {"crop_scale": value, "crop_top": (1 - h) / 2, "crop_left": (1 - w) / 2}
+        elif group == "blur":
+            v = {"sigma": value}
+        else:
+            v = {group: bool(value) if binary else value}
+        rows.append(params_from_values(v, aug, (height, width)))
+    return Sweep(group, values, fraction, AugmentationParams.cat(rows), label)
+
+# ---- what a probe reads back ---------------------------------------------------------------
+def parameter_targets(params: AugmentationParams, aug: AugmentationConfig) -> dict[str, torch.Tensor]:
+    """The augmentation parameters a probe tries to read: name -> (N,) float (regressed) or bool
+    (classified). Crop box (fractions), flip, the four jitter factors (hue: shift in turns),
+    grayscale, and blur sigma / solarize when the config uses them."""
+    p = params
+    targets = {"crop_top": p.crop[:, 0], "crop_left": p.crop[:, 1], "crop_height": p.crop[:, 2],
+               "crop_width": p.crop[:, 3], "flip": p.flip, "brightness": p.brightness,
+               "contrast": p.contrast, "saturation": p.saturation, "hue": p.hue, "grayscale": p.grayscale}
+    if aug.has_blur:
+        targets["sigma"] = p.sigma
+    if aug.has_solarize:
+        targets["solarize"] = p.solarize
+    return targets
