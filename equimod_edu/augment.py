@@ -235,6 +235,26 @@ class AugmentationConfig:
         def bad(name, why):
             raise ValueError(f"AugmentationConfig.{name} = {getattr(self, name)!r}: {why}")
 
+        def number(x) -> bool:
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+        for f in dataclasses.fields(self):  # shapes and finiteness first, so later checks can compare
+            value = getattr(self, f.name)
+            if f.name in ("crop_scale", "crop_ratio", "blur_sigma"):
+                if not (isinstance(value, tuple) and len(value) == 2 and all(map(number, value))):
+                    bad(f.name, "must be a pair of finite numbers (low, high)")
+            elif f.name in ("mean", "std"):
+                if not (isinstance(value, tuple) and len(value) == 3 and all(map(number, value))):
+                    bad(f.name, "must be 3 finite numbers, one per channel")
+            elif f.name in ("blur_p", "solarize_p"):
+                values = value if isinstance(value, tuple) else (value,)
+                if len(values) not in (1, 2) or not all(map(number, values)):
+                    bad(f.name, "must be a probability in [0, 1] (or a pair of them, one per view)")
+            elif f.name in ("interpolation", "hue_encoding"):
+                if not isinstance(value, str):
+                    bad(f.name, "must be a string")
+            elif f.name != "blur_kernel" and not number(value):
+                bad(f.name, "must be a finite number")
         if not (isinstance(self.size, int) and self.size > 0):
             bad("size", "must be a positive int (pixels)")
         lo, hi = self.crop_scale
@@ -258,8 +278,11 @@ class AugmentationConfig:
         lo, hi = self.blur_sigma
         if not (0 < lo <= hi):
             bad("blur_sigma", "needs 0 < min <= max (pixels)")
-        if self.blur_kernel is not None and not (self.blur_kernel > 0 and self.blur_kernel % 2 == 1):
+        if self.blur_kernel is not None and not (isinstance(self.blur_kernel, int) and self.blur_kernel > 0
+                                                 and self.blur_kernel % 2 == 1):
             bad("blur_kernel", "must be a positive odd int")
+        if self.kernel_size > 2 * self.size - 1:
+            bad("blur_kernel", f"must be at most 2 * size - 1 = {2 * self.size - 1} (the blur pads by reflection)")
         if not 0 <= self.solarize_threshold <= 1:
             bad("solarize_threshold", "must lie in [0, 1]")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:

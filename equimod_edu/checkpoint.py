@@ -25,8 +25,8 @@ from .config import TrainConfig
 from .files import atomic_write
 from .models import EquiModModel, ModelConfig
 
-__all__ = ["CHECKPOINT_NAME", "save_checkpoint", "load_checkpoint", "model_config_of", "augmentation_of", "describe",
-           "build_model", "load_model"]
+__all__ = ["CHECKPOINT_NAME", "CheckpointError", "save_checkpoint", "load_checkpoint", "all_finite", "model_config_of",
+           "augmentation_of", "describe", "build_model", "load_model"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -36,17 +36,42 @@ def save_checkpoint(path, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, damaged, or not an equimod_edu checkpoint (the message says which)."""
+
+
 def load_checkpoint(path, map_location="cpu") -> dict:
     """Load a checkpoint safely (weights_only=True: tensors and plain Python values only).
 
-    path: a checkpoint file, or a run folder holding checkpoint.pt.
+    path: a checkpoint file, or a run folder holding checkpoint.pt. A missing file raises
+    FileNotFoundError; a damaged one (truncated, empty, random bytes, a folder, an object that is
+    not tensors and plain values) raises CheckpointError naming the file and what to do.
     """
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and path.name != CHECKPOINT_NAME:  # a run folder
         path = path / CHECKPOINT_NAME
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch's messages differ by damage; its advice to drop weights_only is never relayed
+        kind = "empty" if path.stat().st_size == 0 else (
+            "it holds objects other than tensors and plain values, which this package never loads"
+            if "weights_only" in str(error) or "Unsupported global" in str(error)
+            else "truncated or damaged")
+        raise CheckpointError(f"{path} is not a readable checkpoint ({kind}). Restore it from a copy, or "
+                              f"retrain the run (equimod-edu train ... --overwrite).") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is a torch file but not an equimod_edu checkpoint (no 'model' entry)")
+    return state
+
+
+def all_finite(tensors) -> bool:
+    """True when every floating-point tensor of the iterable holds only finite values (one host sync)."""
+    checks = [torch.isfinite(t).all() for t in tensors if torch.is_tensor(t) and t.is_floating_point()]
+    return bool(torch.stack(checks).all()) if checks else True
 
 
 def model_config_of(state: dict) -> ModelConfig:

@@ -92,23 +92,16 @@ def cmd_train(args) -> int:
         cfg = TrainConfig.from_dict({**saved, **overrides})
     else:
         cfg = TrainConfig.preset(args.preset, **overrides)
-    try:
-        cfg.validate()
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    cfg.validate()  # a bad value: one line from main(), before any work
     print(json.dumps(cfg.to_dict()))  # the resolved config, first (also saved as config.json)
     start = time.perf_counter()
     try:
-        trainer = Trainer(cfg, resume=args.resume)
+        trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
         for metrics in trainer.epochs():
             shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
             if trainer.is_main:
                 print(json.dumps({"epoch_end": shown["epoch"] if "epoch" in shown else metrics["epoch"], **shown}),
                       flush=True)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
@@ -148,7 +141,14 @@ def cmd_gallery(args) -> int:
 
 
 def _seeds(text: str) -> list[int]:
-    return [int(s) for s in text.split(",") if s.strip()]
+    """'0,1,2' -> [0, 1, 2] (also used for --per-class)."""
+    try:
+        values = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"expected whole numbers separated by commas (e.g. 0,1,2), got {text!r}") from None
+    if not values or min(values) < 0:
+        raise ValueError(f"expected one or more whole numbers >= 0 separated by commas, got {text!r}")
+    return values
 
 
 def cmd_compare(args) -> int:
@@ -276,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="equimod-edu", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"equimod_edu {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="the main job: random init vs SimCLR vs SimCLR+EquiMod on the shipped dataset")
@@ -326,18 +327,34 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="cpu-live", choices=sorted([*TrainConfig.PRESETS, *TrainConfig.PRESET_ALIASES]))
     train.add_argument("--out", default=None, help="run folder (same as --out-dir)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="delete the run already in --out and start over")
     add_config_flags(train, TrainConfig)
     train.set_defaults(func=cmd_train)
     return parser
 
 
+#: Exit codes: 0 done, 1 an unexpected error, 2 a bad value or file, 3 non-finite training, 4 training
+#: stopped by an error of its data, disk or files (the checkpoint saved where it could), 130 interrupted.
+EXIT_CODES = {"NonFiniteLossError": 3, "TrainingError": 4}
+
+
 def main(argv=None) -> int:
+    """Run a command; an error is one line on stderr (``--debug`` shows the traceback too)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except KeyboardInterrupt as stop:
         print(f"\nstopped: {stop or 'interrupted'}", file=sys.stderr)
         return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        name = type(error).__name__
+        known = isinstance(error, (ValueError, FileNotFoundError, OSError, RuntimeError))
+        message = " ".join(str(error).split()) or name  # one line, whatever the exception held
+        print(f"error: {message if known else name + ': ' + message}"
+              + ("" if known else " (run with --debug for the traceback)"), file=sys.stderr)
+        return EXIT_CODES.get(name, 2 if known else 1)
 
 
 if __name__ == "__main__":

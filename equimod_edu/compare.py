@@ -194,7 +194,7 @@ def train_variant(variant: str, seed: int, out_dir: Path, preset: str, overrides
         from .supervised import train_supervised
         train_supervised(cfg, progress=progress)
         return run_dir
-    trainer = Trainer(cfg, resume=resume)
+    trainer = Trainer(cfg, resume=resume, overwrite=not resume)  # no checkpoint yet: this folder is ours to restart
     trainer.run()
     if trainer.stop_reason != "finished":  # Ctrl-C / SIGTERM: the checkpoint is saved, stop here
         raise KeyboardInterrupt(f"{trainer.stop_reason}; run the same command again to continue")

@@ -12,6 +12,7 @@ z_dim, ...) are passed to it by name, so each model option is set in one place.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -135,9 +136,25 @@ class TrainConfig:
 
         if not (self.dataset in ("synthetic", "cifar10") or self.dataset.startswith("folder:")):
             bad("dataset", "must be 'synthetic', 'cifar10' or 'folder:PATH'")
-        for name in ("epochs", "batch_size", "log_every", "checkpoint_every"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
-                bad(name, "must be a positive int")
+        if self.dataset.startswith("folder:") and self.dataset[len("folder:"):].strip() in ("", "."):
+            bad("dataset", "'folder:' needs a path, e.g. 'folder:data/imagenet'")
+        if self.stream and not self.dataset.startswith("folder:"):
+            bad("stream", f"streaming decodes image files; {self.dataset!r} lives in memory (use a 'folder:PATH' "
+                          f"dataset, or leave stream unset)")
+        for name in ("epochs", "batch_size", "log_every", "checkpoint_every", "num_workers", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name in ("num_workers", "seed") else 1):
+                bad(name, "must be a non-negative int" if name in ("num_workers", "seed") else "must be a positive int")
+        if self.seed >= 2**63:
+            bad("seed", "must be below 2^63 (torch's seed range)")
+        if self.batch_size < 2:
+            bad("batch_size", "must be >= 2: the contrastive losses need other images of the batch as negatives")
+        numbers = ("lr", "weight_decay", "momentum", "trust_coefficient", "warmup_epochs", "lam", "temperature_inv",
+                   "temperature_equi", "ema_base")
+        for name in numbers:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                bad(name, "must be a finite number")
         if self.train_subset is not None and not (isinstance(self.train_subset, int) and self.train_subset > 0):
             bad("train_subset", "must be a positive int or None")
         if self.max_steps is not None and not (isinstance(self.max_steps, int) and self.max_steps > 0):
@@ -145,7 +162,7 @@ class TrainConfig:
         for name in ("lr", "temperature_inv", "temperature_equi"):
             if not getattr(self, name) > 0:
                 bad(name, "must be > 0")
-        for name in ("weight_decay", "momentum", "lam", "num_workers"):
+        for name in ("weight_decay", "momentum", "lam"):
             if not getattr(self, name) >= 0:
                 bad(name, "must be >= 0")
         if not self.trust_coefficient > 0:

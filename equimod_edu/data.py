@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -100,8 +101,11 @@ def synthetic(
     key = hashlib.sha1(repr(sorted(asdict(spec).items())).encode()).hexdigest()[:8]
     path = Path(root or DATA_DIR) / "cache" / f"synthetic_{split}_n{n}_s{size}_seed{seed}_{key}.pt"
     if path.exists() and not rebuild:
-        d = torch.load(path, weights_only=True)
-        return ImageDataset(d["images"], d["labels"], d["classes"], d["target"])
+        try:
+            d = torch.load(path, weights_only=True)
+            return ImageDataset(d["images"], d["labels"], d["classes"], d["target"])
+        except Exception:  # a damaged cache (a kill while copying, a full disk): it is only a cache
+            warnings.warn(f"the dataset cache {path} is damaged; rebuilding it (a few seconds)", stacklevel=2)
     ds = make_synthetic(n, size, _split_seed(seed, split), spec)
     saved = {"images": ds.images, "labels": ds.labels, "classes": ds.classes, "target": ds.target}
     atomic_write(path, lambda f: torch.save(saved, f))  # a reader never sees half a file
@@ -162,12 +166,13 @@ def _cifar10_torchvision(root: Path, split: str, download: bool):
 
     try:
         ds = CIFAR10(str(root), train=split == "train", download=download)
-    except RuntimeError as err:  # torchvision's "Dataset not found or corrupted"
-        raise RuntimeError(
-            f"CIFAR-10 files in {root / 'cifar-10-batches-py'} failed torchvision's md5 check ({err}). "
-            f"Delete the folder and use download=True, or, for files you made yourself, pass "
-            f"check_integrity=False to read them without checksums."
-        ) from err
+    except RuntimeError:  # torchvision's "Dataset not found or corrupted"
+        raise ValueError(
+            f"the CIFAR-10 files in {root / 'cifar-10-batches-py'} failed the md5 check against the official "
+            f"archive: they are damaged or not the official files. Delete that folder and download it again "
+            f"(in Python: equimod_edu.data.cifar10('train', download=True)); files you made yourself can be read "
+            f"without checksums from Python with cifar10(..., check_integrity=False)."
+        ) from None
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N,32,32,3) -> (N,3,32,32)
     return images, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes)
 
@@ -189,6 +194,26 @@ def _cifar10_read_pickles(folder: Path, split: str):
 # --------------------------------------------------------------------------------------------
 # Any ImageFolder-style directory
 # --------------------------------------------------------------------------------------------
+def open_rgb(path):
+    """The image file as a loaded RGB PIL image (grayscale and RGBA are converted); a file that cannot
+    be decoded (truncated, not an image) raises ValueError naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise ValueError(f"cannot read the image {path}: {' '.join(str(error).split())}; "
+                         f"delete or replace that file") from None
+
+
+def read_image(path) -> torch.Tensor:
+    """(3, H, W) uint8 RGB of an image file (see open_rgb)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    return TF.pil_to_tensor(open_rgb(path))
+
+
 def image_folder(root: str | os.PathLike, size: int | None = None) -> ImageDataset:
     """Every image under ``root/<class name>/`` (the ``torchvision.datasets.ImageFolder`` layout).
 
@@ -200,7 +225,6 @@ def image_folder(root: str | os.PathLike, size: int | None = None) -> ImageDatas
         :class:`ImageDataset` with images ``(N, 3, H, W) uint8`` (RGB; grayscale or RGBA files
         are converted), labels ``{"label": (N,) int64}`` and the folder names as classes.
     """
-    from PIL import Image
     from torchvision.datasets import ImageFolder
     from torchvision.transforms.v2 import functional as TF
 
@@ -215,8 +239,7 @@ def image_folder(root: str | os.PathLike, size: int | None = None) -> ImageDatas
         raise FileNotFoundError(f"{root}: expected class sub-folders holding images ({err})") from err
     images = []
     for path, _ in folder.samples:
-        with Image.open(path) as im:
-            x = TF.pil_to_tensor(im.convert("RGB"))
+        x = read_image(path)
         if size is not None:
             x = TF.center_crop(TF.resize(x, size, antialias=True), [size, size])
         images.append(x)
@@ -248,7 +271,12 @@ def load_dataset(
         path = Path(name[len("folder:"):])
         if not str(path) or str(path) == ".":
             raise ValueError("folder dataset needs a path: 'folder:PATH'")
-        if (path / split).is_dir():
-            path = path / split
+        splits = [name for name in ((split,) if split == "train" else (split, "val")) if (path / name).is_dir()]
+        if splits:
+            return image_folder(path / splits[0], **kw)
+        if split != "train":  # never report numbers "on held-out images" measured on the training images
+            raise ValueError(f"the folder dataset {path} has no {split}/ (or val/) sub-folder: held-out numbers "
+                             f"need images the model was not trained on. Make {path}/train/ and {path}/{split}/ "
+                             f"(each with one sub-folder per class), or pass a (train, test) pair of datasets")
         return image_folder(path, **kw)
     raise ValueError(f"unknown dataset {name!r}: expected 'synthetic', 'cifar10' or 'folder:PATH'")

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .augment import AugmentationConfig, AugmentationParams, Views, apply, sample_crop
+from .data import open_rgb
 from .dataset import mix_seed
 
 
@@ -37,7 +38,10 @@ class FolderCrops(Dataset):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"image folder {root} does not exist")
-        self.folder = ImageFolder(str(root))
+        try:
+            self.folder = ImageFolder(str(root))
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{root}: expected class sub-folders holding images ({error})") from None
         self.aug, self.seed, self.epoch = aug, seed, 0
         self.classes = list(self.folder.classes)
 
@@ -52,8 +56,7 @@ class FolderCrops(Dataset):
         from torchvision.transforms.v2 import functional as TF
 
         path, label = self.folder.samples[index]
-        with Image.open(path) as file:
-            image = file.convert("RGB")
+        image = open_rgb(path)  # a damaged file: a ValueError naming it
         width, height = image.size
         size = self.aug.size
         g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, index))

@@ -61,7 +61,18 @@ def manifest(directory=None) -> dict:
     path = _dir(directory) / MANIFEST_NAME
     if not path.exists():
         return {"version": __version__, "checkpoints": {}}
-    return json.loads(path.read_text())
+    restore = f"restore it with `git checkout -- {path}` (or re-export the checkpoints)"
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise PretrainedError(f"{path} is not valid JSON ({getattr(error, 'msg', error)}): {restore}") from None
+    entries = data.get("checkpoints") if isinstance(data, dict) else None
+    fields = ("file", "sha256")
+    if not isinstance(entries, dict) or not all(isinstance(e, dict) and all(k in e for k in fields)
+                                                for e in entries.values()):
+        raise PretrainedError(f"{path} is not a manifest (it needs 'checkpoints': name -> an entry with "
+                              f"{' and '.join(fields)}): {restore}")
+    return data
 
 
 def available(directory=None) -> list[str]:

@@ -72,6 +72,9 @@ QUICK = EvalSizes(n_train=512, n_test=256, equi_images=32, gallery_size=4, posth
 def _splits(cfg, dataset, seed: int) -> tuple[ImageDataset, ImageDataset]:
     """(train, test): the config's dataset splits, a given pair, or one dataset split 80 / 20."""
     if dataset is None:
+        if cfg.data_root is not None and not Path(cfg.data_root).is_dir():  # a config read from a file: create nothing
+            raise FileNotFoundError(f"the run's data_root {cfg.data_root} does not exist: put the dataset there, or "
+                                    f"evaluate with dataset=... (a loaded ImageDataset pair)")
         return load_dataset(cfg.dataset, "train", cfg.data_root), load_dataset(cfg.dataset, "test", cfg.data_root)
     if isinstance(dataset, ImageDataset):
         shuffled = shuffled_subset(dataset, len(dataset), seed)
@@ -79,6 +82,7 @@ def _splits(cfg, dataset, seed: int) -> tuple[ImageDataset, ImageDataset]:
         return shuffled.subset(slice(0, cut)), shuffled.subset(slice(cut, None))
     train, test = dataset
     return train, test
+
 
 def _class_columns(ds: ImageDataset) -> list[str]:
     """Class (int64) label columns, the target first."""

@@ -27,6 +27,7 @@ Side jobs are callbacks (minGPT): the progress bar (:class:`ProgressBar`) and th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -43,16 +44,18 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .augment import Views
-from .checkpoint import CHECKPOINT_NAME, describe, load_checkpoint, load_model, save_checkpoint  # noqa: F401
+from .checkpoint import CHECKPOINT_NAME, all_finite, describe, load_checkpoint, load_model, save_checkpoint  # noqa: F401
 from .config import TrainConfig
 from .data import load_dataset
 from .dataset import ImageDataset, mix_seed
+from .files import TEMP_PREFIX, RunFolderError, RunLock, append_line, atomic_write, os_error_reason
 from .loader import FolderCrops, views_from_crops
 from .losses import equimod_loss, equivariance_gain
 from .models import EquiModModel, byol_momentum, resolve_device
 from .optim import LARS, lars_param_groups, set_lr, warmup_cosine
 
-__all__ = ["TrainConfig", "Trainer", "ProgressBar", "MetricsLog", "NonFiniteLossError", "EVENTS", "environment",
+__all__ = ["TrainConfig", "Trainer", "ProgressBar", "MetricsLog", "NonFiniteLossError", "TrainingError", "RunFolderError",
+           "EVENTS", "environment",
            "CHECKPOINT_NAME", "load_checkpoint", "load_model", "save_checkpoint", "resolve_device"]
 
 
@@ -63,7 +66,18 @@ def _folder_path(dataset: str) -> Path:
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint was kept."""
+    """The loss or the parameters became NaN or infinite; the last finite checkpoint was kept."""
+
+
+class TrainingError(RuntimeError):
+    """Training stopped on an error (data, disk, I/O); the message names the cause and what was saved."""
+
+
+#: Settings a resumed run may change: they do not change what the run computes.
+RESUMABLE_CHANGES = ("out_dir", "progress", "max_steps", "log_every", "checkpoint_every", "num_workers", "device",
+                     "compile", "data_root")
+#: The files that make a folder a run folder.
+RUN_FILES = ("checkpoint.pt", "config.json", "metrics.jsonl", "environment.json")
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,12 +163,12 @@ class MetricsLog:
                         kept.append(line)
                 except json.JSONDecodeError:  # a line cut by a kill
                     continue
-        self.path.write_text("".join(line + "\n" for line in kept))
+        text = "".join(line + "\n" for line in kept)
+        atomic_write(self.path, lambda f: f.write(text.encode()))  # replaces a link, never writes through it
 
     def log(self, trainer: "Trainer", metrics: dict) -> None:
         if trainer.is_main:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(metrics) + "\n")
+            append_line(self.path, json.dumps(metrics))
 
     def attach(self, trainer: "Trainer") -> None:
         trainer.add_callback("on_train_begin", self.begin)
@@ -170,16 +184,26 @@ class Trainer:
     Callbacks: ``trainer.add_callback("on_log", fn)`` with fn(trainer, metrics), for the events
     of EVENTS. The metrics log and (with cfg.progress) the progress bar are attached first.
     dataset: train on this ImageDataset instead of the config's (tests, notebooks).
+    resume: continue the run of cfg.out_dir; overwrite: delete the run already there and start over.
+    A fresh run refuses a folder that holds another run (RunFolderError).
     """
 
     def __init__(self, cfg: TrainConfig, callbacks: Optional[dict[str, list[Callback]]] = None,
-                 resume: bool = False, dataset: Optional[ImageDataset] = None):
+                 resume: bool = False, dataset: Optional[ImageDataset] = None, overwrite: bool = False):
         cfg.validate()
         self.cfg = cfg
         self.rank, self.world, self.device = _init_distributed(resolve_device(cfg.device))
-        if cfg.batch_size % self.world:
-            raise ValueError(f"TrainConfig.batch_size = {cfg.batch_size}: must divide by the {self.world} processes")
+        if cfg.batch_size % self.world or cfg.batch_size // self.world < 2:
+            raise ValueError(f"TrainConfig.batch_size = {cfg.batch_size}: must divide by the {self.world} processes, "
+                             f"at least 2 images each")
         self.out_dir = Path(cfg.out_dir)
+        self.resume, self.overwrite = resume, overwrite
+        if resume and overwrite:
+            raise ValueError("resume and overwrite exclude each other: continue the run, or start it over")
+        existing = [name for name in RUN_FILES if (self.out_dir / name).exists() or (self.out_dir / name).is_symlink()]
+        if existing and not (resume or overwrite):
+            raise RunFolderError(f"{self.out_dir} already holds a run ({', '.join(existing)}): continue it with "
+                                 f"--resume, start it over with --overwrite (deletes it), or choose another --out")
         self.is_main = self.rank == 0
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.channels_last = cfg.channels_last
@@ -326,8 +350,17 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------------
     def epochs(self) -> Iterator[dict]:
-        """Train, yielding one metrics dict per finished epoch. Ctrl-C / SIGTERM: save and stop."""
+        """Train, yielding one metrics dict per finished epoch. Ctrl-C / SIGTERM: save and stop.
+
+        The run folder is locked meanwhile (files.RunLock): a second training into it is refused.
+        """
+        lock = RunLock(self.out_dir) if self.is_main else contextlib.nullcontext()
+        with lock:
+            yield from self._epochs()
+
+    def _epochs(self) -> Iterator[dict]:
         if self.is_main:
+            self._prepare_folder()
             self._write_run_files()
         previous = self._install_signal_handlers()
         self._fire("on_train_begin", {"step": self.step})
@@ -351,7 +384,9 @@ class Trainer:
         except BaseException as error:  # an error, or the caller closing the generator: end the callbacks too
             self.stop_reason = f"stopped at step {self.step} by {type(error).__name__}"
             self._fire("on_train_end", {"step": self.step, "stop_reason": self.stop_reason})
-            raise
+            if isinstance(error, (NonFiniteLossError, TrainingError, GeneratorExit, KeyboardInterrupt)):
+                raise
+            raise TrainingError(self._stopped_by(error)) from error
         finally:
             self._restore_signal_handlers(previous)
 
@@ -375,6 +410,7 @@ class Trainer:
 
     def _finish(self) -> None:
         """The final checkpoint, the stop reason, and how to continue after an interruption."""
+        self._stream = None  # let the DataLoader workers of a streamed epoch go
         if self._signal is not None:
             self.stop_reason = f"interrupted by {signal.Signals(self._signal).name} at step {self.step}"
         else:
@@ -384,6 +420,27 @@ class Trainer:
         if self.is_main and self._signal is not None:
             tqdm.write(f"{self.stop_reason}; checkpoint saved in {self.out_dir}; "
                        f"continue with --resume (equimod-edu train --out {self.out_dir} --resume)")
+
+    def _stopped_by(self, error: BaseException) -> str:
+        """The message of an error that stopped training, after saving what can be saved."""
+        reason = os_error_reason(error, getattr(error, "filename", None) or self.out_dir)
+        where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+        try:
+            self.save()
+            saved = f"a checkpoint at step {self.step} was saved: fix the cause, then --resume"
+        except Exception:  # a full disk, or non-finite weights: keep the last checkpoint as it is
+            last = self.out_dir / CHECKPOINT_NAME
+            saved = f"the last checkpoint ({last}) is kept" if last.exists() else "no checkpoint was written"
+        return f"training stopped at step {self.step}: {reason}{where}; {saved}"
+
+    def _prepare_folder(self) -> None:
+        """Under the lock: delete the old run (overwrite) and temporary files that kills left behind."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for path in self.out_dir.glob(f"{TEMP_PREFIX}*"):
+            path.unlink(missing_ok=True)
+        if self.overwrite and not self.resume:
+            for name in RUN_FILES:
+                (self.out_dir / name).unlink(missing_ok=True)
 
     def run(self) -> list[dict]:
         """Train to the end; returns the per-epoch metrics."""
@@ -399,12 +456,12 @@ class Trainer:
                 f"Try a lower lr (now {self.cfg.lr}) or precision='fp32'.")
 
     def _write_run_files(self) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
         env = {**environment(), "device": str(self.device), "world_size": self.world, "bf16": self.bf16,
                "channels_last": self.channels_last, "steps_per_epoch": self.steps_per_epoch,
                "total_steps": self.total_steps}
-        (self.out_dir / "environment.json").write_text(json.dumps(env, indent=2))
+        for name, values in (("config.json", self.cfg.to_dict()), ("environment.json", env)):
+            text = json.dumps(values, indent=2)
+            atomic_write(self.out_dir / name, lambda f: f.write(text.encode()))
 
     def state(self) -> dict:
         """Everything a checkpoint holds (see checkpoint.py)."""
@@ -417,19 +474,34 @@ class Trainer:
                 "version": __version__}
 
     def save(self) -> None:
-        if self.is_main:
-            save_checkpoint(self.out_dir / CHECKPOINT_NAME, self.state())
+        """Write the checkpoint (rank 0), after checking that the parameters and optimiser state are finite."""
+        if not self.is_main:
+            return
+        optimizer_state = [v for state in self.optimizer.state.values() for v in state.values()]
+        if not all_finite([*self.model.state_dict().values(), *optimizer_state]):
+            last = self.out_dir / CHECKPOINT_NAME
+            kept = f"the last finite checkpoint is kept: {last}" if last.exists() else "no checkpoint was written"
+            raise NonFiniteLossError(f"the parameters became non-finite by step {self.step}; {kept}. "
+                                     f"Try a lower lr (now {self.cfg.lr}) or precision='fp32'.")
+        path = self.out_dir / CHECKPOINT_NAME
+        try:
+            save_checkpoint(path, self.state())
+        except (OSError, RuntimeError) as error:
+            raise TrainingError(f"could not write the checkpoint {path}: {os_error_reason(error, path)}") from None
 
     def _resume(self) -> None:
         path = self.out_dir / CHECKPOINT_NAME
         if not path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {path}")
         state = load_checkpoint(path, map_location=self.device)
-        saved = TrainConfig.from_dict(state["config"])
-        for name in ("base", "equimod", "backbone", "dataset", "augment", "batch_size", "epochs", "seed"):
-            if getattr(saved, name) != getattr(self.cfg, name):
-                raise ValueError(f"--resume: the checkpoint was trained with {name}={getattr(saved, name)!r}, "
-                                 f"this config says {getattr(self.cfg, name)!r}")
+        saved, now = TrainConfig.from_dict(state["config"]).to_dict(), self.cfg.to_dict()
+        changed = [name for name in now if name not in RESUMABLE_CHANGES and saved.get(name) != now[name]]
+        if changed:
+            first = changed[0]
+            raise ValueError(f"--resume: the checkpoint was trained with {first}={saved.get(first)!r}, this config "
+                             f"says {now[first]!r}" + (f" (and {len(changed) - 1} more changed settings: "
+                                                       f"{', '.join(changed[1:])})" if len(changed) > 1 else "")
+                             + ". A resumed run keeps its settings: start a new run (another --out) to change them")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.history = state["step"], list(state["metrics"])

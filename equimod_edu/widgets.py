@@ -89,6 +89,25 @@ def augmentation_controls(aug: AugmentationConfig, n_images: int = 1, continuous
         controls["solarize"] = toggle("solarize")
     return controls
 
+def check_control_value(control, name: str, value) -> None:
+    """Raise ValueError unless `value` is one the control can show as it is (sliders would clamp it silently)."""
+    import ipywidgets
+
+    if isinstance(control, ipywidgets.Checkbox):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name} is on/off: pass True or False, got {value!r}")
+        return
+    if isinstance(control, ipywidgets.Dropdown):
+        options = [option for _, option in control.options]
+        if tuple(value) not in options:
+            raise ValueError(f"{name} must be one of the 24 orders of (0, 1, 2, 3), got {value!r}")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not control.min <= value <= control.max:
+        raise ValueError(f"{name} = {value} is outside the slider's range [{control.min}, {control.max}]")
+
+
 # ============================================================================================
 # Explorers
 # ============================================================================================
@@ -157,6 +176,8 @@ class _Explorer:
         unknown = set(values) - set(self.controls)
         if unknown:
             raise ValueError(f"unknown controls {sorted(unknown)}; this explorer has {list(self.controls)}")
+        for name, value in values.items():
+            check_control_value(self.controls[name], name, value)
         with self.hold():
             for name, value in values.items():
                 self.controls[name].value = tuple(value) if name == "order" else value

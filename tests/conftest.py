@@ -39,3 +39,23 @@ def kernel_of_this_python(tmp_path, monkeypatch):
     name = write_kernel_of_this_python(tmp_path)
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     return name
+
+
+def tiny_dataset(n=64, size=16, seed=0):
+    """An ImageDataset of n random (3, size, size) images, 4 classes: a training run in a second."""
+    from equimod_edu.dataset import ImageDataset
+
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    return ImageDataset(images, {"label": torch.arange(n) % 4}, {"label": ["a", "b", "c", "d"]}, "label")
+
+
+def tiny_config(tmp_path, **overrides):
+    """A TrainConfig for tiny_dataset: ConvNet, narrow heads, 2 epochs of 4 steps, run folder tmp_path/run."""
+    from equimod_edu.config import TrainConfig
+
+    base = dict(dataset="synthetic", augment="synthetic", augment_overrides={"size": 16}, backbone="convnet",
+                proj_hidden=32, z_dim=16, y_dim=16, param_embed_dim=8, byol_hidden=32, byol_z_dim=16,
+                batch_size=16, epochs=2, warmup_epochs=1, lr=0.5, device="cpu", log_every=2,
+                checkpoint_every=2, out_dir=str(tmp_path / "run"), progress=False)
+    return TrainConfig(**{**base, **overrides})

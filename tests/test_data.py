@@ -245,8 +245,9 @@ def test_cifar10_pixel_layout(tmp_path):
 
 def test_cifar10_default_checks_md5(tmp_path):
     _write_cifar(tmp_path)  # our files are not the official ones: torchvision's md5 check fails
-    with pytest.raises(RuntimeError, match="md5.*check_integrity=False"):
+    with pytest.raises(ValueError, match="md5 check.*download it again.*check_integrity=False") as error:
         cifar10("test", root=tmp_path)
+    assert error.value.__cause__ is None  # one message, not torchvision's traceback under it
 
 
 def test_cifar10_missing_files_message(tmp_path):
@@ -309,7 +310,10 @@ def test_image_folder_resizes_and_converts(tmp_path):
 def test_image_folder_through_load_dataset(tmp_path):
     _write_pngs(tmp_path / "train", [(8, 8)] * 3)
     assert len(load_dataset(f"folder:{tmp_path}", "train")) == 6  # picks PATH/train/
-    assert len(load_dataset(f"folder:{tmp_path / 'train'}", "test")) == 6  # no PATH/test/: PATH
+    with pytest.raises(ValueError, match="no test/"):  # never the training images as a test set
+        load_dataset(f"folder:{tmp_path}", "test")
+    _write_pngs(tmp_path / "val", [(8, 8)] * 1)
+    assert len(load_dataset(f"folder:{tmp_path}", "test")) == 2  # ImageNet's layout: val/ is the test split
 
 
 def test_image_folder_errors(tmp_path):

@@ -13,27 +13,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import free_port  # noqa: E402  (tests/conftest.py)
+from conftest import free_port, tiny_config, tiny_dataset  # noqa: E402  (tests/conftest.py)
 from equimod_edu import train as train_module
-from equimod_edu.data import ImageDataset
 from equimod_edu.optim import LARS, lars_param_groups, warmup_cosine
 from equimod_edu.train import NonFiniteLossError, TrainConfig, Trainer, load_checkpoint, load_model
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def tiny_dataset(n=64, size=16, seed=0) -> ImageDataset:
-    g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
-    return ImageDataset(images, {"label": torch.arange(n) % 4}, {"label": ["a", "b", "c", "d"]}, "label")
-
-
-def tiny_config(tmp_path, **overrides) -> TrainConfig:
-    base = dict(dataset="synthetic", augment="synthetic", augment_overrides={"size": 16}, backbone="convnet",
-                proj_hidden=32, z_dim=16, y_dim=16, param_embed_dim=8, byol_hidden=32, byol_z_dim=16,
-                batch_size=16, epochs=2, warmup_epochs=1, lr=0.5, device="cpu", log_every=2,
-                checkpoint_every=2, out_dir=str(tmp_path / "run"), progress=False)
-    return TrainConfig(**{**base, **overrides})
 
 
 def params_of(model):
