@@ -42,7 +42,8 @@ from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 
-from .functional import JITTER_FUNCTIONS, gaussian_blur, grayscale, resized_crop, solarize, to_float
+from .functional import (JITTER_FUNCTIONS, adjust_hue, gaussian_blur, grayscale, resized_crop, rgb_to_grayscale,
+                         solarize, to_float)
 
 # Colour-jitter operations, indexed as in torchvision's ColorJitter (the order tensor holds these).
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
@@ -171,6 +172,7 @@ class AugmentationConfig:
     mean: tuple[float, float, float] = CIFAR10_MEAN
     std: tuple[float, float, float] = CIFAR10_STD
     hue_encoding: str = "raw"                        # "raw" (paper) | "cyclic" (cos, sin of the turn)
+    original_crop: float = 1.0                       # x_o keeps the central fraction of the shorter side
 
     def __post_init__(self):
         for f in dataclasses.fields(self):  # lists (from JSON or a CLI flag) become tuples: hashable
@@ -186,9 +188,11 @@ class AugmentationConfig:
 
     @classmethod
     def imagenet(cls, **overrides) -> "AugmentationConfig":
-        """SimCLR ImageNet: crop 0.08-1 to 224, jitter 0.8/0.8/0.8/0.2, gray 0.2, blur p 0.5 sigma 0.1-2."""
-        base = dict(size=224, crop_scale=(0.08, 1.0), interpolation="bilinear", brightness=0.8,
-                    contrast=0.8, saturation=0.8, hue=0.2, blur_p=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        """SimCLR ImageNet: crop 0.08-1 to 224 (bicubic), jitter 0.8/0.8/0.8/0.2, gray 0.2, blur p 0.5
+        sigma 0.1-2; x_o is Resize(256) + CenterCrop(224), as the official runs (original_crop 224/256)."""
+        base = dict(size=224, crop_scale=(0.08, 1.0), interpolation="bicubic", brightness=0.8,
+                    contrast=0.8, saturation=0.8, hue=0.2, blur_p=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                    original_crop=224 / 256)
         return cls(**{**base, **overrides})
 
     @classmethod
@@ -199,8 +203,8 @@ class AugmentationConfig:
 
     @classmethod
     def byol_imagenet(cls, **overrides) -> "AugmentationConfig":
-        """BYOL ImageNet: as SimCLR ImageNet with saturation 0.2, hue 0.1, blur (1.0 / 0.1), solarize (0 / 0.2)."""
-        base = dict(saturation=0.2, hue=0.1, blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2))
+        """BYOL ImageNet: as SimCLR ImageNet with BYOL's jitter 0.4/0.4/0.2/0.1, blur (1.0 / 0.1), solarize (0 / 0.2)."""
+        base = dict(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2))
         return cls.imagenet(**{**base, **overrides})
 
     @classmethod
@@ -283,6 +287,8 @@ class AugmentationConfig:
             bad("blur_kernel", "must be a positive odd int")
         if self.kernel_size > 2 * self.size - 1:
             bad("blur_kernel", f"must be at most 2 * size - 1 = {2 * self.size - 1} (the blur pads by reflection)")
+        if not 0 < self.original_crop <= 1:
+            bad("original_crop", "must lie in (0, 1]: the central fraction of the shorter side that x_o keeps")
         if not 0 <= self.solarize_threshold <= 1:
             bad("solarize_threshold", "must lie in [0, 1]")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
@@ -327,15 +333,20 @@ class AugmentationConfig:
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) uint8 or float in [0, 1] -> float, (x - mean) / std per channel."""
         x = to_float(images)
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        mean, std = channel_stats(self.mean, self.std, x.device)
         return (x - mean) / std
 
     def original(self, images: torch.Tensor) -> torch.Tensor:
-        """x_o: the image only resized to `size` (if needed) and normalised, as EquiMod's anchor."""
-        if images.shape[-2:] != (self.size, self.size):
-            return apply(images, AugmentationParams.identity(images.shape[0], images.device), self)
-        return self.normalize(images)
+        """x_o, EquiMod's anchor: the central square of `original_crop` of the shorter side, resized to
+        `size` (Resize(size / original_crop) + CenterCrop(size)), and normalised. With the defaults
+        (1.0) and images of `size` already, it is only normalised."""
+        h, w = images.shape[-2:]
+        if (h, w) == (self.size, self.size) and self.original_crop == 1.0:
+            return self.normalize(images)
+        side = self.original_crop * min(h, w)
+        params = AugmentationParams.identity(images.shape[0], images.device)
+        params.crop[:] = torch.tensor([(1 - side / h) / 2, (1 - side / w) / 2, side / h, side / w], device=images.device)
+        return apply(images, params, self)
 
     def sample_pair(self, n: int, image_size: Optional[tuple[int, int]] = None,
                     generator: Optional[torch.Generator] = None, device=None
@@ -541,6 +552,29 @@ def _where(mask: torch.Tensor, op, images: torch.Tensor, *args: torch.Tensor) ->
     return images
 
 
+def _jitter_every_image(x: torch.Tensor, p: AugmentationParams) -> torch.Tensor:
+    """The colour jitter of the GPU path: every image computed at every step, no data-dependent shape.
+
+    Brightness, contrast and saturation are one blend f * x + (1 - f) * target, with per-image
+    targets (black, the mean grey level, the grey image), so each step costs one blend and one hue
+    rotation for all images instead of the four ops, and torch.where keeps, per image, the op of
+    its order[:, s] (the same pixels as the CPU path, which computes only the selected images).
+    """
+    per_image = functools.partial(torch.Tensor.view, size=(-1, 1, 1, 1))
+    factors = torch.stack([p.brightness, p.contrast, p.saturation], dim=1).float()   # (N, 3)
+    for step in range(4):
+        op = p.order[:, step]
+        is_blend, is_hue = p.jitter & (op < 3), p.jitter & (op == 3)
+        factor = per_image(factors.gather(1, op.clamp(max=2)[:, None])[:, 0])
+        gray = rgb_to_grayscale(x)
+        target = torch.where(per_image(op == 1), gray.mean(dim=(1, 2, 3), keepdim=True), gray)
+        target = target * per_image(op != 0)                                          # brightness: black
+        blended = (factor * x + (1 - factor) * target).clamp_(0, 1)
+        rotated = adjust_hue(x, torch.where(is_hue, p.hue, torch.zeros_like(p.hue)))
+        x = torch.where(per_image(is_hue), rotated, torch.where(per_image(is_blend), blended, x))
+    return x
+
+
 # --------------------------------------------------------------------------------------------
 # Apply: the whole pipeline for a batch
 # --------------------------------------------------------------------------------------------
@@ -559,15 +593,19 @@ def apply(images: torch.Tensor, params: AugmentationParams, config: Optional[Aug
     x = resized_crop(to_float(images), p.crop, p.flip, config.size, config.interpolation).clamp_(0, 1)
 
     # Colour jitter: at step s each image runs its own op order[:, s] (a per-image random order).
-    for step in range(4):
-        for op_index, op in enumerate(JITTER_FUNCTIONS):
-            selected = p.jitter & (p.order[:, step] == op_index)
-            factor = getattr(p, JITTER_OPS[op_index])
-            x = _where(selected, op, x, factor)
+    if _compute_all(x):
+        x = _jitter_every_image(x, p)
+    else:
+        for step in range(4):
+            for op_index, op in enumerate(JITTER_FUNCTIONS):
+                selected = p.jitter & (p.order[:, step] == op_index)
+                factor = getattr(p, JITTER_OPS[op_index])
+                x = _where(selected, op, x, factor)
 
     x = _where(p.grayscale, grayscale, x)
     if config.has_blur:
-        x = _where(p.blur, lambda im, s: gaussian_blur(im, s, config.kernel_size), x, p.sigma)
+        sigma = torch.where(p.blur, p.sigma, torch.ones_like(p.sigma))  # sigma 0 never reaches the kernel
+        x = _where(p.blur, lambda im, s: gaussian_blur(im, s, config.kernel_size), x, sigma)
     if config.has_solarize:
         x = _where(p.solarize, lambda im: solarize(im, config.solarize_threshold), x)
     return config.normalize(x) if normalize else x
@@ -610,6 +648,18 @@ def _encoding_stats(key: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
+@functools.lru_cache(maxsize=64)
+def channel_stats(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 3, 1, 1) normalisation mean and std on `device`, made once per device (no copy per step)."""
+    return (torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1))
+
+
+@functools.lru_cache(maxsize=64)
+def _device_encoding_stats(key: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    mean, std = _encoding_stats(key)
+    return mean.to(device), std.to(device)
+
+
 def encoding_stats(config: AugmentationConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std (P,) of the raw vector, measured on 2 x 32768 draws of the config (both views)."""
     return _encoding_stats(_config_key(config))
@@ -621,5 +671,5 @@ def encode(params: AugmentationParams, config: AugmentationConfig) -> torch.Tens
     Which columns a model's predictor actually reads is the model's business (ModelConfig.param_mask,
     built with config.param_mask(groups)).
     """
-    mean, std = encoding_stats(config)
-    return (raw_vector(params, config) - mean.to(params.device)) / std.to(params.device)
+    mean, std = _device_encoding_stats(_config_key(config), params.device)  # made once per (config, device)
+    return (raw_vector(params, config) - mean) / std

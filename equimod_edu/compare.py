@@ -53,10 +53,11 @@ VARIANTS = {
                                                equi_projector=False, lam=0.3,
                                                param_groups=("jitter", "brightness", "contrast", "saturation",
                                                              "hue", "grayscale")),
-    "byol": dict(base="byol", equimod=False),
-    "byol-time": dict(base="byol", equimod=False),
-    "byol-equimod": dict(base="byol", equimod=True),
-    "byol-equimod-mlp-cyclic": dict(base="byol", equimod=True, predictor_depth=1, hue_encoding="cyclic"),
+    # BYOL's projection is 256 wide, as the paper's (and as the shipped results were measured)
+    "byol": dict(base="byol", equimod=False, z_dim=256),
+    "byol-time": dict(base="byol", equimod=False, z_dim=256),
+    "byol-equimod": dict(base="byol", equimod=True, z_dim=256),
+    "byol-equimod-mlp-cyclic": dict(base="byol", equimod=True, predictor_depth=1, hue_encoding="cyclic", z_dim=256),
     "supervised": dict(base="simclr", equimod=False),
 }
 

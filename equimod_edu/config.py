@@ -21,7 +21,17 @@ import torch
 from .augment import AugmentationConfig
 from .models import ModelConfig
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "legacy_fields"]
+
+
+def legacy_fields(values: dict) -> dict:
+    """Config dicts of earlier releases (checkpoints, config.json) in today's fields: BYOL's projection
+    width was ``byol_z_dim`` (256, while ``z_dim`` did nothing for BYOL); it is now ``z_dim``."""
+    values = dict(values)
+    byol_z_dim = values.pop("byol_z_dim", None)
+    if byol_z_dim is not None and values.get("base") == "byol":
+        values["z_dim"] = byol_z_dim
+    return values
 
 
 @dataclass
@@ -39,7 +49,7 @@ class TrainConfig:
     base: str = "simclr"                  # "simclr" | "byol"
     equimod: bool = True                  # False: the plain SimCLR / BYOL baseline
     backbone: str = "resnet18"
-    z_dim: int = 128
+    z_dim: int = 128                      # the invariance projection: SimCLR's z, BYOL's projection
     proj_hidden: int = 2048
     y_dim: int = 128
     param_embed_dim: int = 128
@@ -49,7 +59,6 @@ class TrainConfig:
     predictor_hidden: int = 512
     param_groups: Optional[tuple] = None  # parameter groups the predictor sees (None: all)
     byol_hidden: int = 4096
-    byol_z_dim: int = 256
     ema_base: float = 0.996
     # loss
     lam: float = 1.0                      # weight of the equivariance loss
@@ -70,7 +79,7 @@ class TrainConfig:
     precision: str = "auto"               # "auto" (bf16 on CUDA) | "bf16" | "fp32"
     channels_last: bool = True            # NHWC memory layout (faster convolutions on GPU and CPU)
     compile: bool = False                 # torch.compile the model
-    sync_bn: bool = False                 # SyncBatchNorm across processes (CUDA only)
+    sync_bn: Optional[bool] = None        # SyncBatchNorm across processes; None: on for several CUDA processes
     stream: Optional[bool] = None         # decode + crop per image in DataLoader workers (None: for folders)
     num_workers: int = 4                  # DataLoader workers when streaming
     # run
@@ -88,10 +97,12 @@ class TrainConfig:
     PRESETS = {
         "cifar10-simclr": {},
         "cifar10-byol": dict(base="byol", augment="byol_cifar10", lr=2.0, z_dim=256),
+        # ImageNet, as the official runs: NT-Xent temperature 0.2 (CIFAR 0.5); BYOL weight decay 1.5e-6
         "imagenet-simclr": dict(dataset="folder:data/imagenet/train", augment="imagenet", backbone="resnet50",
-                                batch_size=4096, lr=2.4, epochs=800),
+                                batch_size=4096, lr=2.4, epochs=800, temperature_inv=0.2),
         "imagenet-byol": dict(dataset="folder:data/imagenet/train", augment="byol_imagenet", base="byol",
-                              backbone="resnet50", batch_size=4096, lr=4.8, epochs=1000, z_dim=256),
+                              backbone="resnet50", batch_size=4096, lr=4.8, epochs=1000, z_dim=256,
+                              weight_decay=1.5e-6),
         # A 2-core CPU: the synthetic set, the small ConvNet, narrower heads, AdamW. Measured reasons
         # (docs/research_log.md): LARS at the paper's lr barely leaves the random init in a few
         # epochs; batch 256 on 8,000 images gives too few steps, batch 64 four times as many;
@@ -123,6 +134,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
+        values = legacy_fields(values)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -177,6 +189,8 @@ class TrainConfig:
             bad("device", "must be 'auto', 'cpu' or 'cuda[:i]'")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             bad("device", "CUDA was asked for but torch.cuda.is_available() is False")
+        if self.sync_bn and (self.device == "cpu" or not torch.cuda.is_available()):
+            bad("sync_bn", "SyncBatchNorm needs CUDA processes (NCCL); on the CPU leave it unset")
         try:
             aug = self.augmentation()
         except (ValueError, TypeError) as error:

@@ -26,7 +26,7 @@ from .dataset import mix_seed
 class FolderCrops(Dataset):
     """An ImageFolder that returns, per image, x_o and two random resized crops as uint8 tensors.
 
-    Item i: images (3, 3, S, S) uint8 = [original (shorter side resized to S, centre-cropped),
+    Item i: images (3, 3, S, S) uint8 = [original (shorter side resized to S / aug.original_crop, centre crop S),
     view 1 crop, view 2 crop], crops (2, 4) float (top, left, height, width fractions of the full
     image), label int. Crop boxes come from a generator seeded by (seed, epoch, i), so a run is
     reproducible whatever the number of workers; call `set_epoch` once per epoch.
@@ -66,7 +66,8 @@ class FolderCrops(Dataset):
         for top, left, h, w in crops.tolist():
             box = (left * width, top * height, (left + w) * width, (top + h) * height)
             views.append(TF.pil_to_tensor(image.resize((size, size), resample, box=box)))
-        original = TF.center_crop(TF.resize(TF.pil_to_tensor(image), size, antialias=True), [size, size])
+        resize = round(size / self.aug.original_crop)  # Resize(256) + CenterCrop(224) on ImageNet
+        original = TF.center_crop(TF.resize(TF.pil_to_tensor(image), resize, antialias=True), [size, size])
         return torch.stack([original, *views]), crops, label
 
 

@@ -87,8 +87,8 @@ def _info_nce_logits(vectors: Tensor, positive: Tensor, temperature: float,
             keys, offset = _gather_with_grad(q)                     # (W*M, D)
         logits = q @ keys.T / temperature                           # (M, W*M)
         rows = torch.arange(q.shape[0], device=q.device)
-        is_self = torch.zeros_like(logits, dtype=torch.bool)
-        is_self[rows, rows + offset] = True
+        columns = torch.arange(logits.shape[1], device=q.device)
+        is_self = columns[None, :] == (rows + offset)[:, None]      # (M, W*M): no tensor made from host data
         return logits.masked_fill(is_self, float("-inf")), positive + offset
 
 
@@ -224,7 +224,7 @@ def equimod_loss(out, base: str, lam: float = 1.0, temperature_inv: float = 0.5,
         logits, target = _nt_xent_logits(out.z_1, out.z_2, temperature_inv, gather)
         inv = F.cross_entropy(logits, target)
         diagnostics["inv_top1"] = positive_top1(logits, target)
-        diagnostics["inv_chance"] = torch.tensor(info_nce_chance(logits.shape[1] - 1))
+        diagnostics["inv_chance"] = torch.full((), info_nce_chance(logits.shape[1] - 1), device=logits.device)
     elif base == "byol":
         if out.p_1 is None or out.target_z_1 is None:
             raise ValueError("base='byol' needs p_1, p_2, target_z_1, target_z_2 in the output")
@@ -238,7 +238,7 @@ def equimod_loss(out, base: str, lam: float = 1.0, temperature_inv: float = 0.5,
                                               temperature_equi, gather)
         equi = F.cross_entropy(logits, target)
         diagnostics["equi_top1"] = positive_top1(logits, target)
-        diagnostics["equi_chance"] = torch.tensor(info_nce_chance(logits.shape[1] - 1))
+        diagnostics["equi_chance"] = torch.full((), info_nce_chance(logits.shape[1] - 1), device=logits.device)
     return {"loss": inv + lam * equi, "inv": inv, "equi": equi, **diagnostics}
 
 

@@ -306,13 +306,14 @@ class ModelConfig:
     - ``backbone``: ``"convnet" | "resnet18" | "resnet50"``; ``base``: ``"simclr" | "byol"``.
     - ``equimod``: add the equivariance branch (off: plain SimCLR / BYOL).
     - ``param_dim``: P, length of the encoded parameter vectors t.
-    - ``z_dim``, ``proj_hidden``: SimCLR projector g output and hidden widths (g' uses
-      ``proj_hidden`` too); ``y_dim``: output of g'; ``param_embed_dim``: output of p.
+    - ``z_dim``: output of the invariance projector g (SimCLR's z; BYOL's projection, and its
+      predictor's output); ``proj_hidden``: SimCLR's g and g' hidden width; ``y_dim``: output of
+      g'; ``param_embed_dim``: output of p.
     - ``equi_projector``: g' on/off (off: y = h and ``y_dim`` is ignored).
     - ``param_encoder``: p on/off (off: the raw t is concatenated to y_o).
     - ``predictor_depth``, ``predictor_hidden``: hidden blocks of u (0: the paper's Linear).
     - ``param_mask``: P booleans, which entries of t u sees (the others are zeroed).
-    - ``byol_hidden``, ``byol_z_dim``: BYOL projector and predictor widths; ``ema_base``: the
+    - ``byol_hidden``: BYOL projector and predictor hidden width; ``ema_base``: the
       starting EMA momentum of the BYOL target (see :func:`byol_momentum`).
     """
 
@@ -330,7 +331,6 @@ class ModelConfig:
     predictor_hidden: int = 512
     param_mask: Optional[tuple[bool, ...]] = None
     byol_hidden: int = 4096
-    byol_z_dim: int = 256
     ema_base: float = 0.996
 
     def __post_init__(self):
@@ -342,7 +342,7 @@ class ModelConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         for name in ("param_dim", "z_dim", "proj_hidden", "y_dim", "param_embed_dim",
-                     "predictor_hidden", "byol_hidden", "byol_z_dim"):
+                     "predictor_hidden", "byol_hidden"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -448,9 +448,8 @@ class EquiModModel(nn.Module):
         if cfg.base == "simclr":
             self.projector = SimCLRProjectionHead(self.feature_dim, cfg.proj_hidden, cfg.z_dim)
             return
-        self.projector = BYOLProjectionHead(self.feature_dim, cfg.byol_hidden, cfg.byol_z_dim)
-        self.byol_predictor = BYOLPredictionHead(cfg.byol_z_dim, cfg.byol_hidden,
-                                                 cfg.byol_z_dim)
+        self.projector = BYOLProjectionHead(self.feature_dim, cfg.byol_hidden, cfg.z_dim)
+        self.byol_predictor = BYOLPredictionHead(cfg.z_dim, cfg.byol_hidden, cfg.z_dim)
         self.target_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
 

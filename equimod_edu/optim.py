@@ -54,24 +54,28 @@ class LARS(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                update = param.grad
-                if not group["lars_exclude"]:
-                    update = update.add(param, alpha=group["weight_decay"])
-                    param_norm, update_norm = torch.linalg.vector_norm(param), torch.linalg.vector_norm(update)
-                    trust = group["trust_coefficient"] * param_norm / update_norm
-                    # no scaling where either norm is 0 (a fresh zero-initialised layer, a zero gradient)
-                    trust = torch.where((param_norm > 0) & (update_norm > 0), trust, torch.ones_like(trust))
-                    update = update.mul(trust)
-                state = self.state[param]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = update.clone()
-                else:
-                    state["momentum_buffer"].mul_(group["momentum"]).add_(update)
-                param.add_(state["momentum_buffer"], alpha=-group["lr"])
+        for group in self.param_groups:  # foreach ops: a few kernels per group, not a Python loop per tensor
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            updates = [p.grad for p in params]
+            if not group["lars_exclude"]:
+                updates = torch._foreach_add(updates, params, alpha=group["weight_decay"])
+                param_norm = torch.stack(torch._foreach_norm(params))       # (K,) one norm per tensor
+                update_norm = torch.stack(torch._foreach_norm(updates))
+                trust = group["trust_coefficient"] * param_norm / update_norm
+                # no scaling where either norm is 0 (a fresh zero-initialised layer, a zero gradient)
+                trust = torch.where((param_norm > 0) & (update_norm > 0), trust, torch.ones_like(trust))
+                updates = torch._foreach_mul(updates, list(trust.unbind()))
+            buffers = []
+            for p in params:
+                state = self.state[p]
+                if "momentum_buffer" not in state:  # 0 * momentum + update = update, exactly
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buffers.append(state["momentum_buffer"])
+            torch._foreach_mul_(buffers, group["momentum"])
+            torch._foreach_add_(buffers, updates)
+            torch._foreach_add_(params, buffers, alpha=-group["lr"])
         return loss
 
 

@@ -178,6 +178,7 @@ def export_pretrained(run_dir, name: str, out_dir=None, command: Optional[str] =
     """
     from .checkpoint import augmentation_of, load_checkpoint, model_config_of
     from .compare import headline
+    from .config import TrainConfig
 
     run_dir, out = Path(run_dir), _dir(out_dir)
     if not name or "/" in name or name.startswith("."):
@@ -196,7 +197,8 @@ def export_pretrained(run_dir, name: str, out_dir=None, command: Optional[str] =
     dropped = _not_shipped(objective)
     weights = {key: (value.detach().float() if value.is_floating_point() else value.detach()).cpu().contiguous()
                for key, value in state["model"].items() if not key.startswith(dropped)}
-    payload = {"model": weights, "config": state["config"],
+    config = TrainConfig.from_dict(state["config"]).to_dict()  # today's fields (legacy_fields)
+    payload = {"model": weights, "config": config,
                "model_config": dataclasses.asdict(model_config_of(state)),
                "augmentation": dataclasses.asdict(augmentation_of(state)),
                "metrics": metrics, "name": name, "objective": objective, "version": __version__}
@@ -210,8 +212,8 @@ def export_pretrained(run_dir, name: str, out_dir=None, command: Optional[str] =
         "report": f"{name}.report.json",
         "run_dir": str(run_dir),
         "command": command or _run_command(run_dir),
-        "train_command": train_command(state["config"]),
-        "config": state["config"],
+        "train_command": train_command(config),
+        "config": config,
         "objective": objective,
         "metrics": metrics,
         "evaluation": {"fast": report.get("meta", {}).get("fast"), "seed": report.get("meta", {}).get("seed"),

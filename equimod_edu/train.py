@@ -211,8 +211,11 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.model = EquiModModel(cfg.model_config(self.aug)).to(self.device)
-        if cfg.sync_bn and self.world > 1:
+        self.sync_bn = cfg.sync_bn if cfg.sync_bn is not None else (self.world > 1 and self.device.type == "cuda")
+        if self.sync_bn and self.world > 1:  # every BatchNorm, the BYOL target's included (as the official code)
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = self._make_optimizer()
@@ -225,9 +228,9 @@ class Trainer:
 
         self.step, self.history, self.stop_reason = 0, [], None
         self.train_seconds = 0.0  # wall time inside the loop, over all resumes (compute-matched comparisons)
-        self._epoch_order, self._stream = (-1, None), None
+        self._epoch_order, self._stream = (-1, None, None), None
         self._aug_generator = torch.Generator(device=self.device)
-        self._signal = None
+        self._signal, self._stop = None, False  # a signal received here; the stop all processes agreed on
         self.callbacks: dict[str, list[Callback]] = {event: [] for event in EVENTS}
         MetricsLog(self.out_dir / "metrics.jsonl").attach(self)
         if cfg.progress:
@@ -276,13 +279,15 @@ class Trainer:
             fn(self, metrics)
 
     # ---- one step -------------------------------------------------------------------------------
-    def batch_indices(self, epoch: int) -> torch.Tensor:
-        """(steps_per_epoch, batch_size) dataset indices of this epoch's global batches (CPU)."""
+    def batch_indices(self, epoch: int, device=None) -> torch.Tensor:
+        """(steps_per_epoch, batch_size) dataset indices of this epoch's global batches, on the CPU or
+        (device=self.device) on the training device: copied there once per epoch, not once per step."""
         if self._epoch_order[0] != epoch:
             g = torch.Generator().manual_seed(mix_seed(self.cfg.seed, epoch))
             order = torch.randperm(self.n_images, generator=g)[: self.steps_per_epoch * self.cfg.batch_size]
-            self._epoch_order = (epoch, order.view(self.steps_per_epoch, self.cfg.batch_size))
-        return self._epoch_order[1]
+            order = order.view(self.steps_per_epoch, self.cfg.batch_size)
+            self._epoch_order = (epoch, order, order.to(self.device, non_blocking=True))
+        return self._epoch_order[2] if device is not None else self._epoch_order[1]
 
     @property
     def local_rows(self) -> slice:
@@ -306,9 +311,9 @@ class Trainer:
         """The Views of `step` for this process: from the images on the device, or (streaming)
         from the crops the DataLoader workers cut (loader.views_from_crops)."""
         epoch, i = divmod(step, self.steps_per_epoch)
+        if not self.streaming:  # a gather on the device, from the epoch's order already there
+            return self.make_views(self.data.images[self.batch_indices(epoch, self.device)[i]], step)
         order = self.batch_indices(epoch)
-        if not self.streaming:
-            return self.make_views(self.data.images[order[i].to(self.device)], step)
         if self._stream is None or self._stream[0] != epoch:
             from torch.utils.data import DataLoader
             self.data.set_epoch(epoch)
@@ -339,13 +344,13 @@ class Trainer:
         self.optimizer.step()
         if cfg.base == "byol":
             self.model.update_target(byol_momentum(step, self.total_steps, cfg.ema_base))
-        metrics = {k: v.detach() for k, v in losses.items()}
+        metrics: dict = {k: v.detach() for k, v in losses.items()}
         if cfg.equimod:
             with torch.no_grad():
                 gain = torch.cat([equivariance_gain(out.y_1, out.y_hat_1, out.y_o),
                                   equivariance_gain(out.y_2, out.y_hat_2, out.y_o)])
             metrics["gain"] = gain.mean()
-        metrics["lr"] = torch.tensor(lr)
+        metrics["lr"] = lr  # a Python float: no tensor made from host data inside a step
         return metrics
 
     # ---- the loop ---------------------------------------------------------------------------------
@@ -367,10 +372,12 @@ class Trainer:
         try:
             self.model.train()
             sums, tic, tic_step = {}, time.perf_counter(), self.step
-            while self.step < self.last_step and self._signal is None:
+            while self.step < self.last_step and not self._stop:
                 for k, v in self.training_step(self.step, self.next_batch(self.step)).items():
                     sums[k] = sums.get(k, 0.0) + v
                 self.step += 1
+                if self.world == 1:  # alone: stop right after the step a signal came in
+                    self._stop = self._signal is not None
                 if self._log_due():  # a log line checks the loss is finite: one comes before every checkpoint
                     record = self._record(sums, self.step - tic_step, time.perf_counter() - tic)
                     sums, tic, tic_step = {}, time.perf_counter(), self.step
@@ -397,9 +404,27 @@ class Trainer:
         return (self.step % self.cfg.log_every == 0 or self.step % self.steps_per_epoch == 0
                 or self._checkpoint_due() or self.step == self.last_step)
 
+    def _reduce(self, sums: dict) -> tuple[dict, bool]:
+        """The metric sums as floats, averaged over the processes, and whether any process was signalled.
+
+        One all-reduce per log line, at the same steps on every rank: all ranks see the same stop
+        flag and stop after the same step (a rank that went on alone would wait in DDP forever), and
+        the logged loss is the global mean, not rank 0's share. The one host sync of a log line.
+        """
+        keys = list(sums)
+        parts = [torch.as_tensor(sums[k], dtype=torch.float32).to(self.device) for k in keys]
+        vector = torch.stack(parts + [torch.tensor(float(self._signal is not None)).to(self.device)])
+        if self.world > 1:
+            dist.all_reduce(vector)
+            vector[:-1] /= self.world
+        values = vector.tolist()
+        return dict(zip(keys, values[:-1])), values[-1] > 0
+
     def _record(self, sums: dict, steps: int, seconds: float) -> dict:
-        """The mean of the summed metrics over `steps` steps (one host sync), checked and logged."""
-        record = {k: float(v) / steps for k, v in sums.items()}
+        """The mean of the summed metrics over `steps` steps and processes, checked and logged."""
+        totals, stop = self._reduce(sums)
+        self._stop = self._stop or stop
+        record = {k: v / steps for k, v in totals.items()}
         self.train_seconds += seconds
         record.update(step=self.step, epoch=self.step / self.steps_per_epoch, seconds=self.train_seconds,
                       images_per_s=steps * self.cfg.batch_size / max(seconds, 1e-9))
@@ -413,11 +438,13 @@ class Trainer:
         self._stream = None  # let the DataLoader workers of a streamed epoch go
         if self._signal is not None:
             self.stop_reason = f"interrupted by {signal.Signals(self._signal).name} at step {self.step}"
+        elif self._stop:
+            self.stop_reason = f"interrupted at step {self.step} (another process was signalled)"
         else:
             self.stop_reason = "finished"
         self.save()
         self._fire("on_train_end", {"step": self.step, "stop_reason": self.stop_reason})
-        if self.is_main and self._signal is not None:
+        if self.is_main and self._stop:
             tqdm.write(f"{self.stop_reason}; checkpoint saved in {self.out_dir}; "
                        f"continue with --resume (equimod-edu train --out {self.out_dir} --resume)")
 
@@ -457,6 +484,7 @@ class Trainer:
 
     def _write_run_files(self) -> None:
         env = {**environment(), "device": str(self.device), "world_size": self.world, "bf16": self.bf16,
+               "sync_bn": self.sync_bn,
                "channels_last": self.channels_last, "steps_per_epoch": self.steps_per_epoch,
                "total_steps": self.total_steps}
         for name, values in (("config.json", self.cfg.to_dict()), ("environment.json", env)):
@@ -514,7 +542,7 @@ class Trainer:
             return None
 
         def handler(signum, frame):
-            self._signal = signum  # the loop saves a checkpoint after the current step and stops
+            self._signal = signum  # the loop stops after this step (several processes: after the next log line, together)
 
         return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
 

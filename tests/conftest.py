@@ -55,7 +55,7 @@ def tiny_config(tmp_path, **overrides):
     from equimod_edu.config import TrainConfig
 
     base = dict(dataset="synthetic", augment="synthetic", augment_overrides={"size": 16}, backbone="convnet",
-                proj_hidden=32, z_dim=16, y_dim=16, param_embed_dim=8, byol_hidden=32, byol_z_dim=16,
+                proj_hidden=32, z_dim=16, y_dim=16, param_embed_dim=8, byol_hidden=32,
                 batch_size=16, epochs=2, warmup_epochs=1, lr=0.5, device="cpu", log_every=2,
                 checkpoint_every=2, out_dir=str(tmp_path / "run"), progress=False)
     return TrainConfig(**{**base, **overrides})

@@ -18,7 +18,7 @@ from equimod_edu.train import TrainConfig, Trainer, load_checkpoint, load_model
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = dict(augment_overrides={"size": 16}, proj_hidden=32, z_dim=16, y_dim=16, param_embed_dim=8, byol_hidden=32,
-            byol_z_dim=16, batch_size=16, epochs=2, warmup_epochs=1, log_every=2, progress=False)
+            batch_size=16, epochs=2, warmup_epochs=1, log_every=2, progress=False)
 
 
 @pytest.fixture(scope="module")

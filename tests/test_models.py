@@ -29,7 +29,7 @@ N, P, S = 4, 5, 8  # batch, parameter dim, image size: tiny, this runs on a shar
 def small_cfg(**overrides) -> ModelConfig:
     """A ConvNet model with narrow heads, fast on CPU."""
     kw = dict(backbone="convnet", param_dim=P, z_dim=16, proj_hidden=32, y_dim=16,
-              param_embed_dim=8, predictor_hidden=16, byol_hidden=32, byol_z_dim=16)
+              param_embed_dim=8, predictor_hidden=16, byol_hidden=32)
     kw.update(overrides)
     return ModelConfig(**kw)
 

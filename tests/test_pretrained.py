@@ -98,7 +98,7 @@ def test_load_round_trip_gives_the_trained_model(run_dir, exported):
 def test_byol_files_leave_out_the_ema_target_and_loading_restores_it(tmp_path):
     out = tmp_path / "byol"
     cfg = TrainConfig.preset("cpu-live", base="byol", train_subset=64, epochs=1, batch_size=32, warmup_epochs=0.5,
-                             proj_hidden=32, y_dim=16, byol_hidden=32, byol_z_dim=16, param_embed_dim=8,
+                             proj_hidden=32, y_dim=16, byol_hidden=32, param_embed_dim=8,
                              out_dir=str(out), progress=False)
     Trainer(cfg).run()
     write_report(evaluate_run(out, sizes=TINY_EVAL, fast=True), out / "eval")

@@ -43,6 +43,29 @@ def test_lars_scales_weights_and_leaves_biases_and_norms_alone():
     assert torch.allclose(b, b0 - 2.0 * gb, atol=1e-7)  # no decay, no trust ratio
 
 
+def test_lars_matches_the_per_tensor_rule_over_steps_with_momentum():
+    """The foreach implementation against the rule written per tensor (You et al.; as the official code)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
+    torch.nn.init.zeros_(model[2].weight)  # a zero-initialised layer: no trust scaling
+    reference = [p.detach().clone() for p in model.parameters()]
+    buffers = [torch.zeros_like(p) for p in reference]
+    opt = LARS(lars_param_groups(model, weight_decay=0.1), lr=0.5, momentum=0.9, trust_coefficient=1e-3)
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(8, 4)).pow(2).sum().backward()
+        for k, p in enumerate(model.parameters()):
+            g = p.grad.clone()
+            if p.ndim > 1:
+                g = g + 0.1 * reference[k]
+                pn, gn = reference[k].norm(), g.norm()
+                g = g * (1e-3 * pn / gn if pn > 0 and gn > 0 else 1.0)
+            buffers[k] = 0.9 * buffers[k] + g
+            reference[k] = reference[k] - 0.5 * buffers[k]
+        opt.step()
+    assert all(torch.allclose(p, r, atol=1e-6) for p, r in zip(model.parameters(), reference))
+
+
 def test_warmup_then_cosine():
     lrs = [warmup_cosine(s, 100, 10, 4.0) for s in range(100)]
     assert lrs[0] == pytest.approx(0.4) and lrs[9] == pytest.approx(4.0)
@@ -59,7 +82,11 @@ def test_presets_hold_the_papers_hyperparameters():
     assert c.backbone == "resnet18" and c.optimizer == "lars" and c.trust_coefficient == 1e-3
     b = TrainConfig.preset("cifar10-byol")
     assert (b.base, b.lr, b.z_dim, b.ema_base, b.augment) == ("byol", 2.0, 256, 0.996, "byol_cifar10")
-    assert b.model_config().byol_z_dim == 256
+    assert b.model_config().z_dim == 256  # BYOL's projection: z_dim is its one setting
+    legacy = TrainConfig.from_dict({**b.to_dict(), "z_dim": 128, "byol_z_dim": 256})  # an earlier release's file
+    assert legacy.z_dim == 256
+    i, j = TrainConfig.preset("imagenet-simclr"), TrainConfig.preset("imagenet-byol")
+    assert (i.temperature_inv, j.weight_decay) == (0.2, 1.5e-6)  # the official ImageNet runs
     assert TrainConfig.preset("imagenet-simclr").lr == 2.4 and TrainConfig.preset("imagenet-byol").lr == 4.8
     with pytest.raises(ValueError, match="unknown preset"):
         TrainConfig.preset("mnist")
@@ -355,3 +382,123 @@ def test_torchrun_launch_on_cpu(tmp_path):
     state = load_checkpoint(out)
     assert state["step"] == 3
     assert json.loads((out / "environment.json").read_text())["world_size"] == 2
+
+
+def _workers_of(launcher_pid: int) -> dict[int, int]:
+    """LOCAL_RANK -> pid of the worker processes under a torchrun launcher (Linux /proc)."""
+    workers = {}
+    for pid in map(int, subprocess.run(["pgrep", "-f", "equimod_edu.cli"], capture_output=True,
+                                       text=True).stdout.split()):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        parent = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+        ranks = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"LOCAL_RANK=")]
+        if ranks and parent != 1 and parent != os.getpid() and _descends(pid, launcher_pid):
+            workers[int(ranks[0])] = pid
+    return workers
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        status = Path(f"/proc/{pid}/status").read_text()
+        pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
+def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_the_run_resumes_exactly(tmp_path):
+    """Two gloo processes; SIGTERM reaches rank 1 only. The ranks agree at each log line, so both stop
+    after the same step (else one would wait in DDP forever), rank 0 writes the checkpoint, and the
+    resumed run ends with the parameters of an uninterrupted one."""
+    env = {**_cli_env(), "OMP_NUM_THREADS": "1"}
+    args = [*CLI_ARGS, "--dataset", "synthetic", "--log-every", "2", "--checkpoint-every", "1000", "--max-steps", "400"]
+
+    def torchrun(out, *extra, **popen):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
+                   str(free_port()), "-m", "equimod_edu.cli", "train", *args, "--out", str(out), *extra]
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                **popen)
+
+    out = tmp_path / "run"
+    launcher = torchrun(out)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text().count("\n") >= 2:
+        assert launcher.poll() is None and time.time() < deadline, launcher.stdout.read()
+        time.sleep(0.1)
+    workers = _workers_of(launcher.pid)
+    assert set(workers) == {0, 1}, workers
+    os.kill(workers[1], signal.SIGTERM)
+    text, _ = launcher.communicate(timeout=120)  # a hang here: the ranks stopped at different steps
+    assert launcher.returncode == 0, text[-3000:]
+    state = load_checkpoint(out)
+    stopped = state["step"]
+    assert 2 <= stopped < 400 and stopped % 2 == 0 and "another process was signalled" in state["stop_reason"]
+    resumed = torchrun(out, "--resume", "--max-steps", str(stopped + 6))
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read()[-3000:]
+    straight = torchrun(tmp_path / "straight", "--max-steps", str(stopped + 6))
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()[-3000:]
+    a, b = load_checkpoint(out)["model"], load_checkpoint(tmp_path / "straight")["model"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+# ---------------------------------------------------------------- no host synchronisation in a step
+class HostSyncs:
+    """Records, through a TorchDispatchMode, every op of a block that would block the host on CUDA:
+    reading a value (`.item()`, `float()`, `bool()`: aten._local_scalar_dense), data-dependent shapes
+    (nonzero, masked_select, boolean-mask indexing), and tensors made from host data inside the block
+    (aten.lift_fresh: torch.tensor(...) of Python values, a host-to-device copy on CUDA)."""
+
+    SYNCING = {"_local_scalar_dense", "nonzero", "masked_select", "lift_fresh", "lift_fresh_copy", "is_nonzero"}
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        outer = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                name = func.overloadpacket.__name__
+                if name in outer.SYNCING:
+                    outer.ops.append(name)
+                if name in ("index", "index_put", "index_put_"):
+                    indices = args[1] if len(args) > 1 else ()
+                    if any(torch.is_tensor(i) and i.dtype == torch.bool for i in indices or ()):
+                        outer.ops.append(f"{name} with a boolean mask")
+                return func(*args, **(kwargs or {}))
+
+        self.ops: list[str] = []
+        self.mode = Mode()
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
+@pytest.mark.parametrize("base", ["simclr", "byol"])
+def test_a_training_step_on_the_cuda_path_makes_no_host_synchronisation(tmp_path, monkeypatch, base):
+    """The batch gather, augmentation (its CUDA branch forced: every op on every image, selected with
+    torch.where), forward, loss, backward, LARS and the BYOL EMA, under bf16 autocast and channels_last.
+    Copies of existing host tensors cannot be seen on a CPU (they are no-ops there): the normalisation
+    and encoding statistics and the epoch's order are made once per device for that reason, and
+    benchmarks/gpu_check.sh counts every sync with torch.cuda.set_sync_debug_mode on a GPU."""
+    from equimod_edu import augment
+
+    monkeypatch.setattr(augment, "_compute_all", lambda images: True)
+    cfg = tiny_config(tmp_path, base=base, precision="bf16", optimizer="lars", channels_last=True,
+                      augment_overrides={"size": 16, "blur_p": 0.5, "solarize_p": 0.3})
+    trainer = Trainer(cfg, dataset=tiny_dataset())
+    trainer.model.train()
+    trainer.training_step(0, trainer.next_batch(0))  # warm-up: per-device caches, the epoch's order
+    with HostSyncs() as syncs:
+        metrics = trainer.training_step(1, trainer.next_batch(1))
+    assert syncs.ops == [], f"host synchronisations in one step: {syncs.ops}"
+    assert math.isfinite(float(metrics["loss"]))
