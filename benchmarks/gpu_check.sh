@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of equimod_edu in one short script (about 3-4 minutes on one H100/H200,
+# The GPU checks of equimod_edu in one short script (about 5 minutes on one H100/H200,
 # torch.compile warm-up included; each part has its own time limit).
 #
 #   bash benchmarks/gpu_check.sh                    # on a GPU machine, from anywhere in the repo
@@ -19,6 +19,11 @@
 #   4. fast      seconds per 50k-image EquiMod ResNet-18 epoch, batch 512, bf16 + channels_last
 #                + torch.compile (target on one H100: <= 3 s); also host syncs in one step
 #   5. plain     the same in fp32, NCHW, eager
+#   6. byol-fast, 7. byol-plain   BYOL+EquiMod, the same two settings (compile on and off)
+#   8. syncs     tests/test_train.py -k host_synchronisation: the CPU-visible syncs of a step (the
+#                fast/plain parts count every sync on the GPU, the batch gather included)
+#   9. linear    one epoch of the paper's SGD linear evaluation (probes.linear_eval_sgd) on the device
+# fast / plain / byol-* also print the augmentation's share of a step.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -35,6 +40,7 @@ if [[ $SMOKE == 1 ]]; then
     STEP=(--backbone resnet18 --batch 16 --steps 1 --repeats 2 --warmup 1)
     EPOCH=(--backbone convnet --proj-hidden 64 --batch 32 --images 256 --steps 2 --warmup 1)
     EPOCH_PLAIN=(--backbone resnet18 --batch 16 --images 64 --steps 1 --warmup 1)
+    LINEAR=(--backbone resnet18 --images 256)
 else
     "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
         || { echo "no CUDA device visible to $PY (use GPU_CHECK_SMOKE=1 on a CPU machine)"; exit 1; }
@@ -43,6 +49,7 @@ else
     STEP=(--backbone resnet18 --batch 512 --steps 10 --repeats 3 --warmup 3)
     EPOCH=(--backbone resnet18 --batch 512 --images 50000 --warmup 3)   # a whole epoch is timed
     EPOCH_PLAIN=("${EPOCH[@]}")
+    LINEAR=(--backbone resnet18 --images 50000)
 fi
 
 "$PY" - <<'EOF'
@@ -77,14 +84,21 @@ fi
 part step 180 "$PY" benchmarks/train_step.py --mode step "${DEV[@]}" "${STEP[@]}"
 part fast 300 "$PY" benchmarks/train_step.py --mode gpu-epoch --setting fast "${DEV[@]}" "${EPOCH[@]}"
 part plain 180 "$PY" benchmarks/train_step.py --mode gpu-epoch --setting plain "${DEV[@]}" "${EPOCH_PLAIN[@]}"
+part byol-fast 300 "$PY" benchmarks/train_step.py --mode gpu-epoch --setting fast --base byol "${DEV[@]}" "${EPOCH[@]}"
+part byol-plain 180 "$PY" benchmarks/train_step.py --mode gpu-epoch --setting plain --base byol "${DEV[@]}" "${EPOCH_PLAIN[@]}"
+if "$PY" -c "import pytest" 2>/dev/null; then
+    part syncs 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_train.py -k host_synchronisation
+fi
+part linear 180 "$PY" benchmarks/train_step.py --mode linear-eval "${DEV[@]}" "${LINEAR[@]}"
 
 echo
 echo "=== summary"
-for name in augment step fast plain; do
-    line=$(grep -E '^(ratio|seconds_per_epoch)=' "$LOGS/$name.log" 2>/dev/null | tail -n 1 || true)
+for name in augment step fast plain byol-fast byol-plain linear; do
+    line=$(grep -E '^(ratio|seconds_per_epoch|seconds_per_linear_eval_epoch)=' "$LOGS/$name.log" 2>/dev/null | tail -n 1 || true)
     echo "$name: ${line:-no result}"
 done
-grep -h -E 'images/s|host synchronisations' "$LOGS"/fast.log "$LOGS"/plain.log 2>/dev/null | sed 's/^/  /' || true
+grep -h -E 'images/s|host synchronisations' "$LOGS"/fast.log "$LOGS"/plain.log "$LOGS"/byol-*.log 2>/dev/null \
+    | sed 's/^/  /' || true
 if ((${#FAILED[@]})); then
     echo "failed parts: ${FAILED[*]}"
     exit 1

@@ -42,14 +42,17 @@ machine, with the same torch threads; nothing is compared with a number from els
     ``images // 256`` steps). Epochs alternate baseline / ours over ``--repeats``; medians kept.
     Last line: ``ratio=<baseline s/epoch / ours s/epoch>`` (target >= 2).
 
---mode gpu-epoch. One ``Trainer`` (ResNet-18 CIFAR stem, SimCLR+EquiMod, paper heads, batch 512)
+--mode gpu-epoch. One ``Trainer`` (ResNet-18 CIFAR stem, SimCLR+EquiMod or ``--base byol``, paper heads, batch 512)
     on ``--images`` random CIFAR-sized uint8 images (default 50,000) on the device. Times
     ``--steps`` steps after ``--warmup`` steps (compile happens there) and extrapolates to one
     50k-image epoch (images // batch steps). ``--setting fast``: bf16 autocast + channels_last +
     torch.compile; ``--setting plain``: fp32, contiguous NCHW, eager. On CUDA one more step runs
     under ``torch.cuda.set_sync_debug_mode("warn")`` and the number of host synchronisations is
     printed (the design asks for none inside a step).
+    Also the augmentation's share of a step (the same steps' views timed alone).
     Last line: ``seconds_per_epoch=<x>`` (target on one H100, fast: <= 3).
+
+--mode linear-eval. One epoch of the paper's SGD linear evaluation on the device (ResNet-18).
 
 Noise. On a small shared CPU (the 2-core reference machine with other jobs running), torch's
 default of 2 intra-op threads can make every small op wait for a descheduled OpenMP thread:
@@ -359,7 +362,8 @@ def mode_gpu_epoch(args) -> None:
     data = random_dataset(args.images)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        trainer = make_trainer(args, data, f"{tmp}/run", epochs=800, warmup_epochs=10, **settings)
+        base = dict(base="byol", augment="byol_cifar10", lr=2.0, z_dim=256) if args.base == "byol" else {}
+        trainer = make_trainer(args, data, f"{tmp}/run", epochs=800, warmup_epochs=10, **settings, **base)
         steps_per_epoch = trainer.steps_per_epoch
         timed = min(args.steps or steps_per_epoch, steps_per_epoch)
         indices = trainer.batch_indices(0)
@@ -381,23 +385,50 @@ def mode_gpu_epoch(args) -> None:
         loss = float(metrics["loss"])
         synchronize(trainer.device)
         per_step = (time.perf_counter() - start) / timed
+        start = time.perf_counter()  # the augmentation alone: the gather and the views of the same steps
+        for step in range(args.warmup, args.warmup + timed):
+            views = trainer.make_views(batch(step), step)
+        float(views.x_1[0, 0, 0, 0])
+        synchronize(trainer.device)
+        augment_share = (time.perf_counter() - start) / timed / per_step
         if trainer.device.type == "cuda":
             count, first = count_host_syncs(trainer, args.warmup + timed)
             print(f"host synchronisations in one step: {count}" + (f" (first: {first})" if count else ""))
             print(f"peak GPU memory: {torch.cuda.max_memory_allocated(trainer.device) / 2**30:.1f} GiB")
     epoch = per_step * steps_per_epoch
-    print(f"{timed} timed steps of {args.batch} (loss {loss:.3f}): {per_step * 1e3:.1f} ms/step, "
-          f"{args.batch / per_step:,.0f} images/s")
+    print(f"{args.base}+EquiMod, {timed} timed steps of {args.batch} (loss {loss:.3f}): {per_step * 1e3:.1f} ms/step, "
+          f"{args.batch / per_step:,.0f} images/s; the augmentation alone: {augment_share:.0%} of a step")
     print(f"EquiMod {args.backbone} epoch of {steps_per_epoch * args.batch} images ({steps_per_epoch} steps, "
           f"{'extrapolated from ' + str(timed) + ' steps' if timed < steps_per_epoch else 'measured'}): "
           f"{epoch:.2f} s")
     print(f"seconds_per_epoch={epoch:.3f}")
 
 
+def mode_linear_eval(args) -> None:
+    """Seconds of one epoch of the paper's SGD linear evaluation (probes.linear_eval_sgd) on --images
+    random CIFAR-sized images with a ResNet-18 (random weights: the speed does not depend on them)."""
+    from equimod_edu.models import EquiModModel
+    from equimod_edu.probes import linear_eval_sgd
+
+    header(args)
+    data = random_dataset(args.images)
+    cfg = TrainConfig(backbone=args.backbone, dataset="cifar10", augment="cifar10", device=args.device)
+    model = EquiModModel(cfg.model_config()).to(args.device)
+    test = data.subset(slice(0, min(len(data), 10_000)))
+    start = time.perf_counter()
+    result = linear_eval_sgd(model, data, test, cfg.augmentation(), epochs=1, batch_size=256)
+    synchronize(args.device)
+    seconds = time.perf_counter() - start
+    print(f"one epoch of linear_eval_sgd on {len(data)} images (+ testing {len(test)}): {seconds:.1f} s "
+          f"(train loss {result['train_loss']:.3f})")
+    print(f"seconds_per_linear_eval_epoch={seconds:.3f}")
+
+
 # --------------------------------------------------------------------------------------------
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=("step", "epoch", "gpu-epoch"), default="step")
+    parser.add_argument("--mode", choices=("step", "epoch", "gpu-epoch", "linear-eval"), default="step")
+    parser.add_argument("--base", choices=("simclr", "byol"), default="simclr", help="gpu-epoch: the base method")
     parser.add_argument("--device", default=None, help="cpu | cuda[:i] (default: cpu; cuda for gpu-epoch)")
     parser.add_argument("--backbone", default=None, choices=("convnet", "resnet18", "resnet50"),
                         help="default: convnet on CPU, resnet18 on CUDA")
@@ -417,13 +448,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    gpu_epoch = args.mode == "gpu-epoch"
+    gpu_epoch = args.mode in ("gpu-epoch", "linear-eval")
     args.device = args.device or ("cuda" if gpu_epoch and torch.cuda.is_available() else "cpu")
     args.backbone = args.backbone or ("resnet18" if args.device.startswith("cuda") else "convnet")
     args.batch = args.batch or (512 if gpu_epoch else 256)
     args.warmup = args.warmup if args.warmup is not None else (3 if gpu_epoch else 2)
     args.images = args.images or (50_000 if gpu_epoch else 2048)
-    {"step": mode_step, "epoch": mode_epoch, "gpu-epoch": mode_gpu_epoch}[args.mode](args)
+    {"step": mode_step, "epoch": mode_epoch, "gpu-epoch": mode_gpu_epoch, "linear-eval": mode_linear_eval}[args.mode](args)
 
 
 if __name__ == "__main__":
