@@ -569,7 +569,7 @@ def _jitter_every_image(x: torch.Tensor, p: AugmentationParams) -> torch.Tensor:
         gray = rgb_to_grayscale(x)
         target = torch.where(per_image(op == 1), gray.mean(dim=(1, 2, 3), keepdim=True), gray)
         target = target * per_image(op != 0)                                          # brightness: black
-        blended = torch.lerp(target.expand_as(x), x, factor.expand_as(x)).clamp_(0, 1)  # functional's blend
+        blended = (factor * x + (1 - factor) * target).clamp_(0, 1)  # functional's blend, to the last bit
         rotated = adjust_hue(x, torch.where(is_hue, p.hue, torch.zeros_like(p.hue)))
         x = torch.where(per_image(is_hue), rotated, torch.where(per_image(is_blend), blended, x))
     return x

@@ -97,9 +97,12 @@ def rgb_to_grayscale(images: torch.Tensor) -> torch.Tensor:
 
 
 def _blend(a: torch.Tensor, b: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """factor * a + (1 - factor) * b, clamped to [0, 1], as torchvision's blend (one fused lerp: b may
-    broadcast, (N, 1, H, W) or (N, 1, 1, 1))."""
-    return torch.lerp(b.expand_as(a), a, _col(factor).expand_as(a)).clamp_(0, 1)
+    """factor * a + (1 - factor) * b, clamped to [0, 1], as torchvision's blend (b may broadcast).
+
+    A fused torch.lerp was measured 10x faster on this op alone (benchmarks: the engine ratio went
+    from 8.7 to 8.9), but it rounds differently, and the shipped results were trained with this form.
+    """
+    return (_col(factor) * a + (1 - _col(factor)) * b).clamp_(0, 1)
 
 
 def adjust_brightness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
