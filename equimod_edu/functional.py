@@ -84,9 +84,12 @@ def resized_crop(images: torch.Tensor, crop: torch.Tensor, flip: torch.Tensor, s
     crop = crop.float()
     rows = interpolation_matrix(crop[:, 0], crop[:, 2], height, size, interpolation)
     cols = interpolation_matrix(crop[:, 1], crop[:, 3], width, size, interpolation, flip)
-    # one matrix pair per image, repeated for its channels: 3N small products in two bmm calls
-    rows, cols = rows.repeat_interleave(channels, 0), cols.repeat_interleave(channels, 0)
-    out = torch.bmm(torch.bmm(rows, images.reshape(n * channels, height, width)), cols.transpose(1, 2))
+    # one matrix pair per image, its channels side by side: N products (S, H) @ (H, 3W), then
+    # N products (3S, W) @ (W, S); the same sums as 3N per-channel products, bit for bit, but larger
+    # matrices (faster on a CPU) and no copies of the matrices per channel
+    wide = images.permute(0, 2, 1, 3).reshape(n, height, channels * width)                # (N, H, 3W)
+    tall = torch.bmm(rows, wide).view(n, size, channels, width).transpose(1, 2)           # (N, 3, S, W)
+    out = torch.bmm(tall.reshape(n, channels * size, width), cols.transpose(1, 2))         # (N, 3S, S)
     return out.view(n, channels, size, size)
 
 
