@@ -42,8 +42,8 @@ from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 
-from .functional import (JITTER_FUNCTIONS, adjust_hue, gaussian_blur, grayscale, resized_crop, rgb_to_grayscale,
-                         solarize, to_float)
+from .functional import (JITTER_FUNCTIONS, check_images, check_params, gaussian_blur, grayscale,  # noqa: F401
+                         jitter_every_image, resized_crop, solarize, to_float)
 
 # Colour-jitter operations, indexed as in torchvision's ColorJitter (the order tensor holds these).
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
@@ -504,34 +504,6 @@ def sample(config: AugmentationConfig, n: int, image_size=None, generator=None, 
                               blur=blur, sigma=sigma, solarize=solarize, **factors)
 
 
-# --------------------------------------------------------------------------------------------
-# Input checks
-# --------------------------------------------------------------------------------------------
-def check_images(images) -> None:
-    """Raise ValueError unless images is a (N, 3, H, W) uint8 tensor or a float tensor in [0, 1]."""
-    if not isinstance(images, torch.Tensor):
-        raise ValueError(f"images must be a torch.Tensor (N, 3, H, W), got {type(images).__name__}")
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(images.shape)}")
-    if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
-        raise ValueError(f"images must be uint8 (0-255) or float (0-1), got dtype {images.dtype}")
-    # A float range check needs the values on the host: done on CPU only (uint8 needs none).
-    if images.dtype.is_floating_point and images.device.type == "cpu" and images.numel():
-        low, high = float(images.min()), float(images.max())
-        if low < -1e-6 or high > 1 + 1e-6:
-            raise ValueError(f"float images must lie in [0, 1], got values in [{low:.3g}, {high:.3g}] "
-                             "(already normalised? pass the raw images)")
-
-
-def check_params(images: torch.Tensor, params: AugmentationParams) -> None:
-    if len(params) != images.shape[0]:
-        raise ValueError(f"params were sampled for a batch of {len(params)} images but images has "
-                         f"{images.shape[0]}; sample them with n=len(images)")
-    if params.device != images.device:
-        raise ValueError(f"params are on {params.device} but images on {images.device}; "
-                         "use params.to(images.device) or sample on the images' device")
-
-
 def _compute_all(images: torch.Tensor) -> bool:
     """Whether _where computes every image (GPU) rather than the selected subset (CPU)."""
     return images.is_cuda
@@ -550,29 +522,6 @@ def _where(mask: torch.Tensor, op, images: torch.Tensor, *args: torch.Tensor) ->
     if index.numel() > 0:
         images[index] = op(images[index], *(a[index] for a in args))
     return images
-
-
-def _jitter_every_image(x: torch.Tensor, p: AugmentationParams) -> torch.Tensor:
-    """The colour jitter of the GPU path: every image computed at every step, no data-dependent shape.
-
-    Brightness, contrast and saturation are one blend f * x + (1 - f) * target, with per-image
-    targets (black, the mean grey level, the grey image), so each step costs one blend and one hue
-    rotation for all images instead of the four ops, and torch.where keeps, per image, the op of
-    its order[:, s] (the same pixels as the CPU path, which computes only the selected images).
-    """
-    per_image = functools.partial(torch.Tensor.view, size=(-1, 1, 1, 1))
-    factors = torch.stack([p.brightness, p.contrast, p.saturation], dim=1).float()   # (N, 3)
-    for step in range(4):
-        op = p.order[:, step]
-        is_blend, is_hue = p.jitter & (op < 3), p.jitter & (op == 3)
-        factor = per_image(factors.gather(1, op.clamp(max=2)[:, None])[:, 0])
-        gray = rgb_to_grayscale(x)
-        target = torch.where(per_image(op == 1), gray.mean(dim=(1, 2, 3), keepdim=True), gray)
-        target = target * per_image(op != 0)                                          # brightness: black
-        blended = (factor * x + (1 - factor) * target).clamp_(0, 1)  # functional's blend, to the last bit
-        rotated = adjust_hue(x, torch.where(is_hue, p.hue, torch.zeros_like(p.hue)))
-        x = torch.where(per_image(is_hue), rotated, torch.where(per_image(is_blend), blended, x))
-    return x
 
 
 # --------------------------------------------------------------------------------------------
@@ -594,7 +543,7 @@ def apply(images: torch.Tensor, params: AugmentationParams, config: Optional[Aug
 
     # Colour jitter: at step s each image runs its own op order[:, s] (a per-image random order).
     if _compute_all(x):
-        x = _jitter_every_image(x, p)
+        x = jitter_every_image(x, p.jitter, p.order, torch.stack([p.brightness, p.contrast, p.saturation], 1), p.hue)
     else:
         for step in range(4):
             for op_index, op in enumerate(JITTER_FUNCTIONS):

@@ -109,7 +109,7 @@ def _validate(ds: ImageDataset) -> None:
 
 def as_images(data) -> torch.Tensor:
     """(N, 3, H, W) images of an ImageDataset, a batch (returned as is) or one (3, H, W) image."""
-    from .augment import check_images
+    from .functional import check_images
 
     images = data.images if isinstance(data, ImageDataset) else data
     if isinstance(images, torch.Tensor) and images.dim() == 3:

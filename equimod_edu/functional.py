@@ -3,7 +3,8 @@
 Every function takes a batch (N, 3, H, W) float in [0, 1] and, where it has one, a per-image
 parameter (N,), and returns a new batch: no hidden state, no randomness, tensors in and out, any
 device. `augment.apply` chains them in the SimCLR order; `tests/test_augment.py` checks each one
-against its torchvision twin for the same parameters.
+against its torchvision twin for the same parameters. Also here: the input checks of a batch
+(`check_images`, `check_params`) and `jitter_every_image`, the colour jitter of the GPU path.
 
     x = to_float(images)                                   # uint8 0-255 -> float 0-1
     x = resized_crop(x, crop, flip, size=32)               # crop (N, 4) fractions, flip (N,) bool
@@ -18,6 +19,32 @@ import torch
 import torch.nn.functional as F
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
+
+
+def check_images(images) -> None:
+    """Raise ValueError unless images is a (N, 3, H, W) uint8 tensor or a float tensor in [0, 1]."""
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"images must be a torch.Tensor (N, 3, H, W), got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(images.shape)}")
+    if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
+        raise ValueError(f"images must be uint8 (0-255) or float (0-1), got dtype {images.dtype}")
+    # A float range check needs the values on the host: done on CPU only (uint8 needs none).
+    if images.dtype.is_floating_point and images.device.type == "cpu" and images.numel():
+        low, high = float(images.min()), float(images.max())
+        if low < -1e-6 or high > 1 + 1e-6:
+            raise ValueError(f"float images must lie in [0, 1], got values in [{low:.3g}, {high:.3g}] "
+                             "(already normalised? pass the raw images)")
+
+
+def check_params(images: torch.Tensor, params) -> None:
+    """Raise ValueError unless params (an AugmentationParams) has one row per image, on their device."""
+    if len(params) != images.shape[0]:
+        raise ValueError(f"params were sampled for a batch of {len(params)} images but images has "
+                         f"{images.shape[0]}; sample them with n=len(images)")
+    if params.device != images.device:
+        raise ValueError(f"params are on {params.device} but images on {images.device}; "
+                         "use params.to(images.device) or sample on the images' device")
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -170,3 +197,27 @@ def solarize(images: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
 
 
 JITTER_FUNCTIONS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+
+
+def jitter_every_image(images: torch.Tensor, jitter: torch.Tensor, order: torch.Tensor, factors: torch.Tensor,
+                       hue: torch.Tensor) -> torch.Tensor:
+    """Colour jitter in each image's own op order, every image computed at every step (the GPU path).
+
+    images (N, 3, H, W) in [0, 1]; jitter (N,) bool; order (N, 4) op indices (brightness 0,
+    contrast 1, saturation 2, hue 3) in applied order; factors (N, 3) the brightness, contrast and
+    saturation factors; hue (N,) shift in turns. The three blends are one blend
+    f * x + (1 - f) * target with per-image targets (black, the mean grey, the grey image), so a step
+    costs one blend and one hue rotation for all images, and torch.where keeps each image's own op:
+    no data-dependent shape. The same pixels as applying the four ops to the selected images only.
+    """
+    x = images
+    for step in range(4):
+        op = order[:, step]
+        is_blend, is_hue = jitter & (op < 3), jitter & (op == 3)
+        factor = _col(factors.gather(1, op.clamp(max=2)[:, None])[:, 0])
+        gray = rgb_to_grayscale(x)
+        target = torch.where((op == 1).view(-1, 1, 1, 1), gray.mean(dim=(1, 2, 3), keepdim=True), gray) * _col(op != 0)
+        blended = (factor * x + (1 - factor) * target).clamp_(0, 1)  # _blend's arithmetic, to the last bit
+        rotated = adjust_hue(x, torch.where(is_hue, hue, torch.zeros_like(hue)))
+        x = torch.where(is_hue.view(-1, 1, 1, 1), rotated, torch.where(is_blend.view(-1, 1, 1, 1), blended, x))
+    return x
