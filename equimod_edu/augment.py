@@ -42,7 +42,7 @@ from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 
-from .functional import (JITTER_FUNCTIONS, check_images, check_params, gaussian_blur, grayscale,  # noqa: F401
+from .functional import (JITTER_FUNCTIONS, check_images, check_params, gaussian_blur, grayscale,
                          jitter_every_image, resized_crop, solarize, to_float)
 
 # Colour-jitter operations, indexed as in torchvision's ColorJitter (the order tensor holds these).

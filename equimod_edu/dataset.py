@@ -15,6 +15,8 @@ from typing import Sequence
 
 import torch
 
+from .functional import check_images
+
 __all__ = ["ImageDataset", "as_images", "shuffled_subset", "mix_seed"]
 
 
@@ -109,8 +111,6 @@ def _validate(ds: ImageDataset) -> None:
 
 def as_images(data) -> torch.Tensor:
     """(N, 3, H, W) images of an ImageDataset, a batch (returned as is) or one (3, H, W) image."""
-    from .functional import check_images
-
     images = data.images if isinstance(data, ImageDataset) else data
     if isinstance(images, torch.Tensor) and images.dim() == 3:
         images = images[None]

@@ -86,12 +86,11 @@ def grouped_bars(series: dict[str, dict[str, Optional[float]]], title: str, ylab
     A missing or non-finite value draws no bar. errors: the same shape, drawn as error bars (e.g.
     the std over seeds). ax: draw into these axes (default: a new Figure without pyplot).
     """
+    categories = list(dict.fromkeys(c for values in series.values() for c in values))  # in first-seen order
     if ax is None:
         from matplotlib.figure import Figure
 
-        categories = list(dict.fromkeys(c for values in series.values() for c in values))
         ax = Figure(figsize=(max(5.0, 0.6 * len(categories) + 2), 3.4), layout="constrained").add_subplot()
-    categories = list(dict.fromkeys(c for values in series.values() for c in values))
     width = 0.8 / max(len(series), 1)
 
     def finite(value):

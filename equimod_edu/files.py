@@ -45,7 +45,8 @@ def os_error_reason(error: BaseException, path) -> str:
         return "the file system is read-only"
     if number == errno.EISDIR:
         return "it is a folder, not a file"
-    return str(getattr(error, "strerror", None) or error).splitlines()[-1] if str(error) else type(error).__name__
+    text = str(getattr(error, "strerror", None) or error).strip()
+    return text.splitlines()[-1] if text else type(error).__name__  # the last line: a worker's error, not its traceback
 
 
 def atomic_write(path, write: Callable[[BinaryIO], object]) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import free_port, tiny_config, tiny_dataset  # noqa: E402  (tests/conftest.py)
 from equimod_edu import train as train_module
@@ -386,28 +387,17 @@ def test_torchrun_launch_on_cpu(tmp_path):
 
 def _workers_of(launcher_pid: int) -> dict[int, int]:
     """LOCAL_RANK -> pid of the worker processes under a torchrun launcher (Linux /proc)."""
-    workers = {}
-    for pid in map(int, subprocess.run(["pgrep", "-f", "equimod_edu.cli"], capture_output=True,
-                                       text=True).stdout.split()):
-        try:
+    workers, parents = {}, [launcher_pid]
+    while parents:  # walk the launcher's descendants
+        parent = parents.pop()
+        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        for pid in map(int, children):
+            parents.append(pid)
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        parent = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
-        ranks = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"LOCAL_RANK=")]
-        if ranks and parent != 1 and parent != os.getpid() and _descends(pid, launcher_pid):
-            workers[int(ranks[0])] = pid
+            rank = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"LOCAL_RANK=")]
+            if rank:
+                workers[int(rank[0])] = pid
     return workers
-
-
-def _descends(pid: int, ancestor: int) -> bool:
-    while pid > 1:
-        if pid == ancestor:
-            return True
-        status = Path(f"/proc/{pid}/status").read_text()
-        pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
-    return False
 
 
 @pytest.mark.slow
@@ -448,39 +438,26 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_the_run_resumes_exa
 
 
 # ---------------------------------------------------------------- no host synchronisation in a step
-class HostSyncs:
-    """Records, through a TorchDispatchMode, every op of a block that would block the host on CUDA:
-    reading a value (`.item()`, `float()`, `bool()`: aten._local_scalar_dense), data-dependent shapes
-    (nonzero, masked_select, boolean-mask indexing), and tensors made from host data inside the block
-    (aten.lift_fresh: torch.tensor(...) of Python values, a host-to-device copy on CUDA)."""
+class HostSyncs(TorchDispatchMode):
+    """Records every op of a block that would block the host on CUDA: reading a value (`.item()`,
+    `float()`, `bool()`: aten._local_scalar_dense), data-dependent shapes (nonzero, masked_select,
+    boolean-mask indexing), and tensors made from host data inside the block (aten.lift_fresh:
+    torch.tensor(...) of Python values, a host-to-device copy on CUDA)."""
 
     SYNCING = {"_local_scalar_dense", "nonzero", "masked_select", "lift_fresh", "lift_fresh_copy", "is_nonzero"}
 
     def __init__(self):
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        outer = self
-
-        class Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                name = func.overloadpacket.__name__
-                if name in outer.SYNCING:
-                    outer.ops.append(name)
-                if name in ("index", "index_put", "index_put_"):
-                    indices = args[1] if len(args) > 1 else ()
-                    if any(torch.is_tensor(i) and i.dtype == torch.bool for i in indices or ()):
-                        outer.ops.append(f"{name} with a boolean mask")
-                return func(*args, **(kwargs or {}))
-
+        super().__init__()
         self.ops: list[str] = []
-        self.mode = Mode()
 
-    def __enter__(self):
-        self.mode.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.mode.__exit__(*exc)
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in self.SYNCING:
+            self.ops.append(name)
+        if name in ("index", "index_put", "index_put_") and any(
+                torch.is_tensor(i) and i.dtype == torch.bool for i in (args[1] if len(args) > 1 else ()) or ()):
+            self.ops.append(f"{name} with a boolean mask")
+        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("base", ["simclr", "byol"])
