@@ -31,6 +31,8 @@ from .train import Trainer
 #: "equimod-mlp-cyclic-colour" shows the predictor only the colour parameters: the two views of an
 #: image then differ, for the predictor, only by their colour changes, so the module must use them.
 #: "equimod-mlp-cyclic-colour-h" combines the two; "...-lam0.3" weighs its loss 0.3 instead of 1.
+#: "equimod-lam0", "-lam0.3", "-lam3": the paper's module with its loss weighted 0, 0.3 or 3
+#: (lam 0: the module is built and measured but nothing trains it), a lambda sweep.
 #: A "*-time" variant trains ``TIME_MATCH[variant]`` times more epochs: the
 #: baseline given the wall time of its EquiMod twin (equal compute, not only equal epochs).
 NO_COLOUR = {"hue": 0.0, "saturation": 0.0, "gray_p": 0.0}
@@ -40,6 +42,10 @@ VARIANTS = {
     "simclr-time": dict(base="simclr", equimod=False),
     "equimod": dict(base="simclr", equimod=True),
     "equimod-mlp-cyclic": dict(base="simclr", equimod=True, predictor_depth=1, hue_encoding="cyclic"),
+    # the weight of the equivariance loss (paper: 1); lam 0 keeps the module, trained by nothing, measured
+    "equimod-lam0": dict(base="simclr", equimod=True, lam=0.0),
+    "equimod-lam0.3": dict(base="simclr", equimod=True, lam=0.3),
+    "equimod-lam3": dict(base="simclr", equimod=True, lam=3.0),
     "equimod-mlp-cyclic-h": dict(base="simclr", equimod=True, predictor_depth=1, hue_encoding="cyclic",
                                  equi_projector=False),
     "equimod-mlp-cyclic-colour": dict(base="simclr", equimod=True, predictor_depth=1, hue_encoding="cyclic",

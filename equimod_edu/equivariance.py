@@ -3,6 +3,7 @@
     scorer(model)                                   # (embed, predict): the model's own module, in y
     equivariance_metrics(model, test.images[:256], aug)          # gain, retrieval, per augmentation
     predictor_sensitivity(model, test.images[:256], aug)         # which groups of t u uses
+    column_weights(model, aug.column_names())                    # how far each column of t moves y_hat
     posthoc = fit_posthoc_predictor(simclr, train.images[:4096], aug)   # a module for a baseline
     equivariance_metrics(simclr, test.images[:256], aug, posthoc)       # the same question of it
     invariance_distances(model, test.images[:64], aug)           # 1 - cos(view, original) per strength
@@ -10,7 +11,8 @@
 Sections: 1. embeddings of views (`ViewEmbeddings`, `embed_views`, `embed_augmented`) and the
 `scorer` that names the space and the predictor; 2. prediction quality (the gain cos(y, y_hat) -
 cos(y, y_o) of docs/design.md, a relative gain) and retrieval (does the prediction find the true
-view among many?), with chance levels; 3. sensitivity (permutation importance per group of t);
+view among many?), with chance levels; 3. sensitivity (permutation importance per group of t, and
+the linear module's displacement map M, the same for every image);
 4. the post-hoc predictor, fitted on a frozen model so that models with and without the module
 answer the same question; 5. invariance distances per augmentation and strength.
 
@@ -270,6 +272,56 @@ def sensitivity_from_embeddings(emb: ViewEmbeddings, predictor: Predictor, group
             total += float(base - cosine(emb.y, predictor(y_o, t)).mean())
         drops[name] = total / repeats
     return drops
+
+@torch.no_grad()
+def displacement_map(predict: Predictor, y_dim: int, param_dim: int, device=None) -> Tensor:
+    """The matrix M (y_dim, param_dim) of an affine predictor: y_hat(y_o, t) - y_hat(y_o, t') = M (t - t').
+
+    The paper's module is affine in eval mode: p(t) = BN(Linear(t)) and u = BN(Linear([y_o ; p]))
+    with running statistics fold into y_hat = A y_o + M t + c. So the predicted displacement
+    between two augmentations of the same image does not depend on the image, and column j of M is
+    what one unit of column j of t moves y_hat by: M[:, j] = y_hat(0, e_j) - y_hat(0, 0). Put the
+    model in eval mode first (``model.eval()``). Only meaningful for an affine predictor (depth 0);
+    :func:`column_weights` checks that.
+    """
+    eye = torch.eye(param_dim, device=device)
+    origin = torch.zeros(param_dim + 1, y_dim, device=device)
+    points = predict(origin, torch.cat([torch.zeros(1, param_dim, device=device), eye]))   # (P + 1, y_dim)
+    return (points[1:] - points[:1]).T.float()
+
+
+def translation_share(displacements: Tensor) -> float:
+    """How much of per-image displacements one shared translation explains: 1 - E||d - d_mean||^2 / E||d||^2.
+
+    displacements: (N, D), e.g. y(view) - y(original) of N images under the same augmentation. 1:
+    every image moves by the same vector, which a linear module can predict (its predicted
+    displacement is the same for every image, see :func:`displacement_map`); 0: the best shared
+    translation is no better than predicting "nothing moved".
+    """
+    d = displacements.float()
+    total = d.pow(2).sum(dim=1).mean()
+    return float(1 - (d - d.mean(dim=0)).pow(2).sum(dim=1).mean() / total.clamp_min(1e-12))
+
+
+@torch.no_grad()
+def column_weights(model: EquiModModel, names: Sequence[str]) -> dict[str, float]:
+    """How strongly each column of t moves EquiMod's prediction: the norms ||M[:, j]|| of :func:`displacement_map`.
+
+    names: the columns of t (``aug.column_names()``), (P,). A column whose weight is near 0 is an
+    augmentation the module predicts as "nothing moved". Raises ValueError for a non-linear
+    predictor (depth > 0), whose displacement depends on the image.
+    """
+    if model.predictor is None:
+        raise ValueError("column_weights needs the equivariance module: cfg.equimod is False")
+    if model.cfg.predictor_depth != 0:
+        raise ValueError(f"column_weights needs the paper's linear predictor (depth 0), got depth "
+                         f"{model.cfg.predictor_depth}: an MLP's displacement depends on the image")
+    if len(names) != model.cfg.param_dim:
+        raise ValueError(f"names must name the {model.cfg.param_dim} columns of t, got {len(names)}")
+    model.eval()
+    m = displacement_map(model.predict, model.cfg.y_dim, model.cfg.param_dim, model_device(model))
+    return {name: float(norm) for name, norm in zip(names, m.norm(dim=0).tolist())}
+
 
 def predictor_sensitivity(model: EquiModModel, images: Images, aug: AugmentationConfig,
                           predictor: Optional[Predictor] = None, views: int = 2, seed: int = 0,
