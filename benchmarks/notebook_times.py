@@ -20,16 +20,17 @@ from pathlib import Path
 
 import nbclient
 import nbformat
-from ipykernel.kernelspec import write_kernel_spec  # a spec whose argv starts sys.executable
+
+from equimod_edu.book import write_kernel_of_this_python
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def kernel_spec_of_this_python(root: Path) -> str:
     """Write a "python3" kernel spec that starts sys.executable and put it first on JUPYTER_PATH."""
-    write_kernel_spec(root / "jupyter" / "kernels" / "python3", overrides={"display_name": "Python 3 (equimod_edu)"})
+    kernel = write_kernel_of_this_python(root)
     os.environ["JUPYTER_PATH"] = str(root / "jupyter")
-    return "python3"
+    return kernel
 
 
 def time_notebook(path: Path, mode: str) -> dict:

@@ -209,6 +209,21 @@ def test_gpu_style_selection_gives_the_same_pixels(monkeypatch):
     assert (subset - everything).abs().max() < 1e-6
 
 
+def test_on_the_gpu_path_both_views_come_from_one_pass_with_the_same_pixels(monkeypatch):
+    """views() applies both views in one call on the CUDA branch (half the launches); same views as two calls."""
+    cfg = AugmentationConfig.byol_cifar10()
+    x = images_uint8()
+    separate = cfg.views(x, gen(8))
+    calls = []
+    monkeypatch.setattr(augment, "_compute_all", lambda images: True)
+    monkeypatch.setattr(augment, "apply", lambda *a, **k: calls.append(len(a[0])) or apply(*a, **k))
+    together = cfg.views(x, gen(8))
+    assert calls == [2 * N]
+    for name in ("x_o", "x_1", "x_2"):
+        assert (getattr(separate, name) - getattr(together, name)).abs().max() < 1e-6, name
+    assert torch.equal(separate.params_2.order, together.params_2.order)
+
+
 def test_uint8_and_float_inputs_agree_and_normalisation():
     cfg = AugmentationConfig.cifar10()
     p = cfg.sample(N, generator=gen(6))
