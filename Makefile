@@ -1,11 +1,12 @@
 # Two commands after cloning:  `make demo` (set up + run the main job), `make test` (set up + pass the tests).
 # Both create .venv in the repository the first time and reuse it afterwards.
+# `make book` executes the notebooks (fast mode; FULL=1 for full mode, ONLY=01,03 for some) into book/*.html.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser demo test lab bench clean
+.PHONY: setup browser demo test lab book bench clean
 
 # JupyterLab refuses to start as root unless told; CI machines and containers run as root.
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
@@ -39,8 +40,13 @@ test: setup browser
 lab: setup
 	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks/
 
+# The course as static HTML with its outputs (book/index.html); the notebooks run in a scratch folder and
+# stay without outputs. FULL=1: full mode. ONLY=01,03: some notebooks.
+book: setup
+	$(PY) -m equimod_edu.book $(if $(filter 1 yes true,$(FULL)),--full) $(if $(ONLY),--only $(ONLY))
+
 bench: setup
 	$(PY) benchmarks/augment.py
 
 clean:
-	rm -rf $(VENV) runs data/cache
+	rm -rf $(VENV) runs data/cache book

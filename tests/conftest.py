@@ -25,12 +25,11 @@ def free_port() -> int:
 
 def write_kernel_of_this_python(root) -> str:
     """A "python3" kernel spec under root/jupyter whose argv starts sys.executable; put root/jupyter
-    first on JUPYTER_PATH and Jupyter picks it over any user-level or system "python3" kernel."""
-    from ipykernel.kernelspec import write_kernel_spec
+    first on JUPYTER_PATH and Jupyter picks it over any user-level or system "python3" kernel.
+    The book builder's helper (equimod_edu.book), so the tests and `make book` run the same kernel."""
+    from equimod_edu.book import write_kernel_of_this_python as write
 
-    write_kernel_spec(root / "jupyter" / "kernels" / "python3",
-                      overrides={"display_name": "Python 3 (equimod_edu tests)"})
-    return "python3"
+    return write(root, display_name="Python 3 (equimod_edu tests)")
 
 
 @pytest.fixture

@@ -65,6 +65,20 @@ def test_opens_with_goals_run_time_and_the_setup_cell(path):
     assert "EQUIMOD_FAST" not in others, "read the flag once, in the first code cell"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_ends_with_summary_references_and_exercises_answered_for_teachers(path):
+    """d2l's template: the last cells are a summary, references and exercises, whose answers live in
+    teachers/ (outside the package students import), which the exercises cell names."""
+    nb = read(path)
+    headings = [cell.source.splitlines()[0] for cell in nb.cells if cell.cell_type == "markdown" and cell.source]
+    assert headings[-3:] == ["## Summary", "## References", "## Exercises"], headings[-3:]
+    key = f"teachers/{path.stem}.md"
+    assert f"`{key}`" in nb.cells[-1].source, f"the exercises cell of {path.name} must name {key}"
+    answers = (REPO / key).read_text()
+    assert answers.startswith(f"# Notebook {int(path.name[:2])}, answers for teachers")
+    assert "equimod_edu.exercises import solutions" not in "\n".join(cell.source for cell in nb.cells)
+
+
 def _run_setup_cell(source: str) -> dict:
     namespace = {}
     exec("\n".join(line for line in source.splitlines() if not line.startswith("%")), namespace)
@@ -103,26 +117,21 @@ def test_notebooks_call_the_library_and_leave_exercise_stubs(path):
 @pytest.mark.timeout(3 * TIMEOUT_S)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_runs_top_to_bottom_in_fast_mode(path, tmp_path, monkeypatch, kernel_of_this_python):
+    """Executed and rendered as `make book` does (equimod_edu.book), so CI checks the book in fast mode
+    without running the notebooks twice."""
+    from equimod_edu import book
+
     monkeypatch.setenv("EQUIMOD_FAST", "1")
     tic = time.perf_counter()
-    for attempt in (1, 2):
-        nb = read(path)
-        nb.cells.append(nbformat.v4.new_code_cell("import sys; print('KERNEL', sys.executable)"))
-        workdir = tmp_path / f"work{attempt}"
-        workdir.mkdir()
-        client = nbclient.NotebookClient(nb, kernel_name=kernel_of_this_python, timeout=TIMEOUT_S,
-                                         resources={"metadata": {"path": str(workdir)}})
-        try:
-            client.execute()
-            break
-        except nbclient.exceptions.CellExecutionError as error:   # an error in a cell: never retried
-            pytest.fail(f"{path.name} failed in fast mode:\n{str(error)[-4000:]}")
-        except nbclient.exceptions.CellTimeoutError:
-            # Seen once in CI: the kernel idle, nbclient still waiting for a reply that never came.
-            # A fresh kernel gets one more try; a second hang fails.
-            if attempt == 2:
-                raise
-            print(f"{path.name}: no reply within {TIMEOUT_S} s; retrying once with a fresh kernel")
+    nb = read(path)
+    nb.cells.append(nbformat.v4.new_code_cell("import sys; print('KERNEL', sys.executable)"))
+    try:
+        # each attempt in a fresh folder under tmp_path; a cell with no reply within TIMEOUT_S (seen once in
+        # CI: the kernel idle, nbclient still waiting) gets one more try with a fresh kernel, a second hang fails
+        nb = book.execute_notebook(nb, tmp_path, kernel_name=kernel_of_this_python, timeout=TIMEOUT_S,
+                                   name=path.name)
+    except book.CellError as error:   # an error in a cell: never retried
+        pytest.fail(f"{path.name} failed in fast mode:\n{error.details[-4000:]}")
     seconds = time.perf_counter() - tic
     print(f"{path.name}: {seconds:.0f} s in fast mode")
 
@@ -135,6 +144,14 @@ def test_runs_top_to_bottom_in_fast_mode(path, tmp_path, monkeypatch, kernel_of_
     for cell in cells:
         if "raise NotImplementedError" in cell.source:
             assert "not implemented yet" in text(cell), "an exercise check did not report the stub"
+
+    # the book's page of this notebook shows its outputs: the mode line, and every figure as an image
+    page = book.to_html(nb, resources_path=path.parent)
+    pngs = sum("image/png" in o.get("data", {}) for cell in cells for o in cell.outputs)
+    assert "FAST mode" in page and f"KERNEL {sys.executable}" in page
+    assert page.count('src="data:image/png;base64,') >= pngs
+    if any("matplotlib" in cell.source for cell in cells):
+        assert pngs > 0, f"{path.name} plots, but no figure reached its outputs"
 
 
 @pytest.mark.slow
@@ -166,14 +183,59 @@ STORY_METRICS = ("shape_acc", "colour_acc", "knn_acc", "equivariance_gain", "hue
 
 @pytest.mark.parametrize("name", ["live", "module_search"])
 def test_notebook_5_and_the_readme_tell_the_numbers_of_the_shipped_results(name):
-    """The tables in notebook 5's prose and in the README are exactly what compare.table_markdown
-    prints from data/results: no stale number survives a new measurement."""
+    """The whole tables of data/results are in docs/research_log.md and the README exactly as
+    compare.table_markdown prints them; notebook 5 names data/results/live.json and holds the claim
+    table (the same as the README's), each of whose numbers is read here from live.json, and every
+    three-decimal number of its prose is one of live.json's (or a chance level): no stale number
+    survives a new measurement."""
     from equimod_edu.compare import table_markdown
 
     result = json.loads((REPO / "data" / "results" / f"{name}.json").read_text())
     expected = table_markdown(result["summary"], STORY_METRICS)
-    nb = read(REPO / "notebooks" / "05_what_the_representation_keeps.ipynb")
-    prose = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
-    for where, text in (("notebook 5", prose), ("README.md", (REPO / "README.md").read_text())):
+    readme = (REPO / "README.md").read_text()
+    for where, text in (("docs/research_log.md", (REPO / "docs" / "research_log.md").read_text()), ("README.md", readme)):
         assert f"`data/results/{name}.json`" in text, where
         assert expected in text, f"{where}'s table for {name} differs from data/results/{name}.json; paste:\n{expected}"
+    if name != "live":
+        return
+    nb = read(REPO / "notebooks" / "05_what_the_representation_keeps.ipynb")
+    prose = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
+    assert "data/results/live.json" in prose and "data/results/live.json" in "\n".join(c.source for c in code_cells(nb))
+
+    def claim_table(text):
+        lines = text.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("| the paper's claim |"))
+        end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+        return "\n".join(lines[start:end])
+
+    table = claim_table(prose)
+    assert claim_table(readme) == table, "README.md and notebook 5 hold different claim tables"
+    assert len(table.splitlines()) == 2 + 5, "the claim table has five rows"
+    summary = result["summary"]
+
+    def cell(variant, metric):
+        return f"{summary[variant][metric]['mean']:.3f} ± {summary[variant][metric]['std']:.3f}"
+
+    def mean(variant, metric="colour_acc"):
+        return summary[variant][metric]["mean"]
+
+    expected_phrases = [f"random init {cell('random', 'shape_acc')}", f"SimCLR {cell('simclr', 'shape_acc')}",
+                        f"a supervised network {cell('supervised', 'shape_acc')}",
+                        f"object-colour probe: SimCLR {cell('simclr', 'colour_acc')}",
+                        f"without colour augmentation {cell('simclr-no-colour', 'colour_acc')}",
+                        f"{mean('simclr-no-colour') - mean('simclr'):.2f} lost",
+                        f"-> EquiMod {cell('equimod', 'shape_acc')}", f"BYOL {cell('byol', 'shape_acc')}",
+                        f"BYOL+EquiMod {cell('byol-equimod', 'shape_acc')}",
+                        f"reach {cell('simclr-time', 'shape_acc')} (SimCLR)", f"and {cell('byol-time', 'shape_acc')} (BYOL)",
+                        f"object colour: EquiMod {cell('equimod', 'colour_acc')} against SimCLR's {cell('simclr', 'colour_acc')}",
+                        f"{(mean('equimod') - mean('simclr')) / (mean('simclr-no-colour') - mean('simclr')):.0%}".replace("%", " %")
+                        + " of the lost colour",
+                        f"the module's hue-shift sensitivity {cell('equimod', 'hue_sensitivity')}",
+                        f"object colour {cell('equimod-mlp-cyclic', 'colour_acc')}, "
+                        f"hue-shift sensitivity {cell('equimod-mlp-cyclic', 'hue_sensitivity')}"]
+    for phrase in expected_phrases:
+        assert phrase in table, f"notebook 5's claim table lacks {phrase!r} (from data/results/live.json)"
+    known = {f"{s[k]:.3f}" for per in summary.values() for s in per.values() if s and s.get("mean") is not None
+             for k in ("mean", "std")} | {"0.125", "0.083"}   # + the chance levels of shape and object colour
+    stale = sorted(set(re.findall(r"(?<![\d.])\d\.\d{3}(?!\d)", prose)) - known)
+    assert not stale, f"notebook 5 quotes numbers that are not in data/results/live.json: {stale}"

@@ -1,0 +1,297 @@
+"""The course as a static HTML book: every notebook executed, its outputs shown, nothing to run.
+
+    python -m equimod_edu.book                   # fast mode (EQUIMOD_FAST=1), all notebooks -> book/
+    python -m equimod_edu.book --full            # full mode: the budgets a learner runs
+    python -m equimod_edu.book --only 01,03 --out /tmp/book
+    make book            make book FULL=1        # the same through make
+
+Each notebook of notebooks/ is read (never written back: the repository keeps them without outputs),
+executed with nbclient on a kernel that runs *this* Python (a kernel spec written to a scratch
+JUPYTER_PATH, so another environment's "python3" kernel is never picked up) in a scratch working
+folder (its training runs go there), converted to HTML with nbconvert's HTMLExporter (figures are
+embedded as PNG; the widgets' state is embedded too, and renders where the page can load the
+widget manager), and written to book/NN_name.html. book/index.html lists them: title, learning
+goals, the mode, the date, the package version, each notebook's seconds.
+
+A failing cell stops the build with one line naming the notebook and the cell, exit status 1.
+tests/test_notebooks.py executes the notebooks through execute_notebook and renders them with to_html.
+nbclient, nbformat and nbconvert come with JupyterLab; ipykernel with the test extras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import html
+import os
+import re
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import __version__
+from .files import atomic_write, os_error_reason
+
+__all__ = ["write_kernel_of_this_python", "execute_notebook", "to_html", "BookError", "CellError", "select", "build",
+           "main"]
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+PATTERN = "[0-9][0-9]_*.ipynb"
+TIMEOUT_S = {"fast": 300, "full": 3600}  # per cell: a guard against a hung kernel, not a speed target
+
+
+class BookError(RuntimeError):
+    """The build stopped: str(error) is one line saying which notebook and why; .details the full text."""
+
+    def __init__(self, line: str, details: str = ""):
+        super().__init__(line)
+        self.details = details or line
+
+
+class CellError(BookError):
+    """A cell raised: the line names the notebook, the cell and the exception; .details is nbclient's
+    CellExecutionError text (the traceback)."""
+
+
+def write_kernel_of_this_python(root, display_name: str = "Python 3 (equimod_edu)") -> str:
+    """A "python3" kernel spec under root/jupyter whose argv starts sys.executable; put root/jupyter
+    first on JUPYTER_PATH and Jupyter picks it over any user-level or system "python3" kernel."""
+    from ipykernel.kernelspec import write_kernel_spec
+
+    write_kernel_spec(Path(root) / "jupyter" / "kernels" / "python3", overrides={"display_name": display_name})
+    return "python3"
+
+
+def _first_line(source: str) -> str:
+    line = next((s.strip() for s in source.splitlines() if s.strip()), "")
+    return line if len(line) <= 60 else line[:57] + "..."
+
+
+def _describe_failure(nb, name: str, error) -> str:
+    """One line: which cell of which notebook raised what."""
+    code = 0
+    for index, cell in enumerate(nb.cells, start=1):
+        if cell.cell_type != "code":
+            continue
+        code += 1
+        failed = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        if failed:
+            what = f"{failed[0].get('ename', 'Error')}: {failed[0].get('evalue', '')}".strip().rstrip(":")
+            break
+    else:
+        index, code, cell = None, None, None
+        what = f"{getattr(error, 'ename', type(error).__name__)}: {getattr(error, 'evalue', '')}".strip()
+    what = " ".join(what.split())  # one line, whatever the exception's message holds
+    where = f"cell {index} (code cell {code}: `{_first_line(cell.source)}`)" if cell is not None else "a cell"
+    return f"{name}: {where} raised {what}"
+
+
+def execute_notebook(notebook, workdir, *, kernel_name: str = "python3", timeout: int = TIMEOUT_S["fast"],
+                     env: dict | None = None, attempts: int = 2, name: str | None = None, log=print):
+    """Execute a notebook top to bottom and return the executed copy (a NotebookNode with its outputs).
+
+    notebook: a path (read, never written) or a NotebookNode (copied, left as it is). Attempt k runs in
+    the fresh folder workdir/work<k> (the kernel's working directory: training runs go there), on the
+    kernel spec `kernel_name` as Jupyter finds it (see write_kernel_of_this_python), with `env` added to
+    this process's environment. A cell that raises is never retried: CellError, whose str is one line.
+    A cell that gets no reply within `timeout` s (seen once in CI: the kernel idle, nbclient still
+    waiting) gets another try with a fresh kernel, up to `attempts` in all; then CellTimeoutError.
+    """
+    import nbclient
+    import nbformat
+
+    if isinstance(notebook, (str, os.PathLike)):
+        name = name or Path(notebook).name
+        notebook = nbformat.read(notebook, as_version=4)
+    name = name or "notebook"
+    kernel_env = {**os.environ, **env} if env else None
+    for attempt in range(1, attempts + 1):
+        nb = copy.deepcopy(notebook)
+        folder = Path(workdir) / f"work{attempt}"
+        folder.mkdir(parents=True, exist_ok=False)
+        client = nbclient.NotebookClient(nb, kernel_name=kernel_name, timeout=timeout,
+                                         resources={"metadata": {"path": str(folder)}})
+        try:
+            client.execute(**({"env": kernel_env} if kernel_env else {}))
+            return nb
+        except nbclient.exceptions.CellExecutionError as error:
+            raise CellError(_describe_failure(nb, name, error), str(error)) from error
+        except nbclient.exceptions.CellTimeoutError:
+            if attempt == attempts:
+                raise
+            log(f"{name}: no reply within {timeout} s; retrying once with a fresh kernel")
+    raise ValueError(f"attempts must be at least 1, not {attempts}")
+
+
+def to_html(nb, resources_path=None) -> str:
+    """The executed notebook as one standalone HTML page (JupyterLab's look; figures as embedded PNG;
+    images linked from markdown embedded too, found relative to resources_path)."""
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    resources = {"metadata": {"path": str(resources_path)}} if resources_path else {}
+    body, _ = exporter.from_notebook_node(nb, resources=resources)
+    # links between notebooks point at their pages in the book
+    return re.sub(r'href="(\./)?(\d\d_[^"/]*)\.ipynb(#[^"]*)?"', r'href="\2.html\3"', body)
+
+
+# ---------------------------------------------------------------- the table of contents
+def _title(nb, fallback: str) -> str:
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            match = re.search(r"^#\s+(.+)$", cell.source, re.M)
+            if match:
+                return match.group(1).strip()
+    return fallback
+
+
+def _goals(nb) -> str:
+    """The markdown bullets under **Learning goals** in the first markdown cell ('' if none)."""
+    first = next((cell.source for cell in nb.cells if cell.cell_type == "markdown"), "")
+    match = re.search(r"\*\*Learning goals\*\*[^\n]*\n((?:[ \t]*[-*].*\n?|[ \t]+\S.*\n?)+)", first)
+    return match.group(1) if match else ""
+
+
+def _index_html(entries: list[dict], mode: str, built: str) -> str:
+    from nbconvert.filters import markdown2html
+
+    items = []
+    for e in entries:
+        goals = markdown2html(e["goals"]) if e["goals"] else ""
+        items.append(
+            f'<li><h2><a href="{html.escape(e["href"])}">{html.escape(e["title"])}</a></h2>\n'
+            f'<p class="meta">{html.escape(e["file"])}, executed in {e["seconds"]:.0f} s</p>\n'
+            + (f'<p class="goals">Learning goals</p>\n{goals}\n' if goals else "") + "</li>")
+    note = ("<strong>fast mode</strong> (<code>EQUIMOD_FAST=1</code>): every experiment is shrunk to seconds, so "
+            "the numbers and curves are those of toy runs (<code>make book FULL=1</code> builds the full-mode course)"
+            if mode == "fast" else "<strong>full mode</strong>: the budgets a learner runs (<code>make book</code> "
+            "builds the quick fast-mode version)")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>EquiMod course (equimod_edu {html.escape(__version__)})</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 52rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.45; }}
+ol {{ list-style: none; padding-left: 0; }} ol > li {{ margin-bottom: 1.4rem; }}
+h2 {{ font-size: 1.2rem; margin: 0 0 .2rem; }} .meta {{ color: #666; margin: 0; font-size: .9rem; }}
+.goals {{ margin: .4rem 0 0; font-weight: 600; }} code {{ background: #f3f3f3; padding: 0 .2rem; }}
+</style></head><body>
+<h1>EquiMod: the course</h1>
+<p>The notebooks of <code>notebooks/</code>, executed top to bottom with their outputs: read them here without
+running anything, then open them in JupyterLab (<code>make lab</code>) to run and change them.</p>
+<p id="build">Built on {html.escape(built)} with equimod_edu {html.escape(__version__)}, in {note}.</p>
+<ol>
+{chr(10).join(items)}
+</ol>
+</body></html>
+"""
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+        os.chmod(path, 0o644)  # a page to read, and to serve
+    except OSError as error:
+        raise BookError(f"cannot write {path}: {os_error_reason(error, path)}") from error
+
+
+def _execute(path: Path, source, scratch: Path, kernel: str, timeout: int, mode: str, log):
+    """execute_notebook for the build: its own scratch folder, the mode's EQUIMOD_FAST, one-line errors."""
+    import nbclient
+
+    try:
+        return execute_notebook(source, scratch / path.stem, kernel_name=kernel, timeout=timeout,
+                                env={"EQUIMOD_FAST": "1" if mode == "fast" else "0"}, name=path.name, log=log)
+    except nbclient.exceptions.CellTimeoutError as error:
+        raise BookError(f"{path.name}: a cell gave no reply within {timeout} s, twice (--timeout allows more)",
+                        str(error)) from error
+    except nbclient.exceptions.DeadKernelError as error:
+        raise BookError(f"{path.name}: the kernel died ({' '.join(str(error).split())})", str(error)) from error
+
+
+# ---------------------------------------------------------------- the build
+def select(folder: Path, only: str | None) -> list[Path]:
+    """The numbered notebooks of folder, or those whose numbers `only` lists ("01,03"); ValueError
+    saying what is there when a number matches none."""
+    paths = sorted(Path(folder).glob(PATTERN))
+    if not paths:
+        raise ValueError(f"no notebooks named {PATTERN} in {folder}")
+    if not only:
+        return paths
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    wanted = [w.zfill(2) if w.isdigit() else w for w in wanted]
+    missing = [w for w in wanted if not any(p.name[:2] == w for p in paths)]
+    if missing or not wanted:
+        there = ", ".join(p.name[:2] for p in paths)
+        raise ValueError(f"--only {only}: no notebook numbered {', '.join(missing) or '(none given)'} "
+                         f"in {folder} (there are {there})")
+    return [p for p in paths if p.name[:2] in wanted]
+
+
+def build(paths: list[Path], out: Path, *, full: bool = False, timeout: int | None = None, log=print) -> Path:
+    """Execute and render each notebook, write out/NN_name.html and out/index.html; return the index path."""
+    import nbformat
+
+    mode = "full" if full else "fast"
+    timeout = timeout or TIMEOUT_S[mode]
+    out = Path(out)
+    entries = []
+    tic_all = time.perf_counter()
+    jupyter_path = os.environ.get("JUPYTER_PATH")
+    with tempfile.TemporaryDirectory(prefix="equimod-book-") as scratch:
+        scratch = Path(scratch)
+        kernel = write_kernel_of_this_python(scratch)
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(scratch / "jupyter"), jupyter_path]))
+        try:
+            for k, path in enumerate(paths, start=1):
+                tic = time.perf_counter()
+                source = nbformat.read(path, as_version=4)
+                executed = _execute(path, source, scratch, kernel, timeout, mode, log)
+                page = f"{path.stem}.html"
+                _write(out / page, to_html(executed, resources_path=path.parent))
+                seconds = time.perf_counter() - tic
+                entries.append({"file": path.name, "href": page, "title": _title(source, path.stem),
+                                "goals": _goals(source), "seconds": seconds})
+                log(f"[{k}/{len(paths)}] {path.name}: {seconds:.0f} s in {mode} mode -> {out / page}")
+        finally:
+            if jupyter_path is None:
+                os.environ.pop("JUPYTER_PATH", None)
+            else:
+                os.environ["JUPYTER_PATH"] = jupyter_path
+    built = datetime.now(timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    index = out / "index.html"
+    _write(index, _index_html(entries, mode, built))
+    log(f"book: {len(entries)} notebook(s) in {mode} mode, {time.perf_counter() - tic_all:.0f} s -> {index}")
+    return index
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m equimod_edu.book", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="full mode (default: fast mode, EQUIMOD_FAST=1)")
+    parser.add_argument("--only", default=None, help="notebook numbers to build, e.g. 01,03 (default: all)")
+    parser.add_argument("--out", default=None, help="output folder (default: book/ next to the notebooks folder)")
+    parser.add_argument("--notebooks", default=str(NOTEBOOKS), help="the notebooks folder (default: %(default)s)")
+    parser.add_argument("--timeout", type=int, default=None,
+                        help=f"seconds a cell may take (default {TIMEOUT_S['fast']} fast, {TIMEOUT_S['full']} full)")
+    args = parser.parse_args(argv)
+    folder = Path(args.notebooks)
+    try:
+        paths = select(folder, args.only)
+    except ValueError as error:
+        parser.error(str(error))
+    out = Path(args.out) if args.out else folder.resolve().parent / "book"
+
+    try:
+        build(paths, out, full=args.full, timeout=args.timeout, log=lambda line: print(line, flush=True))
+    except BookError as error:
+        print(f"book: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The static HTML course (`make book`, equimod_edu.book), end to end on notebook 01 (about 10 s), a
+notebook whose cell raises, and a bad --only. tests/test_notebooks.py renders every notebook in fast
+mode through the same functions."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import equimod_edu
+
+nbformat = pytest.importorskip("nbformat")
+pytest.importorskip("nbconvert")
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK_01 = next((REPO / "notebooks").glob("01_*.ipynb"))
+
+
+def book(*args, cwd=REPO, timeout=600):
+    return subprocess.run([sys.executable, "-m", "equimod_edu.book", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+def book_lines(stderr: str) -> list:
+    """The builder's own lines on stderr (the kernel logs a warning or two there too)."""
+    return [line for line in stderr.splitlines() if line.startswith("book:")]
+
+
+@pytest.mark.slow
+def test_book_of_notebook_01_has_its_outputs_and_an_index_and_leaves_the_notebook_alone(tmp_path):
+    before = NOTEBOOK_01.read_bytes()
+    out = tmp_path / "book"
+    done = book("--only", "01", "--out", str(out))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert re.search(rf"^\[1/1\] {NOTEBOOK_01.name}: \d+ s in fast mode", done.stdout, re.M), done.stdout
+
+    page = out / f"{NOTEBOOK_01.stem}.html"
+    assert sorted(p.name for p in out.iterdir()) == sorted(["index.html", page.name])
+    text = page.read_text()
+    assert "FAST mode" in text and text.count('src="data:image/png;base64,') >= 1  # the outputs, figures included
+
+    index = (out / "index.html").read_text()
+    title = nbformat.read(NOTEBOOK_01, as_version=4).cells[0].source.splitlines()[0].lstrip("# ").strip()
+    assert f'href="{page.name}"' in index and title in index
+    assert "Learning goals" in index and "<li>" in index and "fast mode" in index
+    assert f"equimod_edu {equimod_edu.__version__}" in index and re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", index)
+
+    assert NOTEBOOK_01.read_bytes() == before, "the build wrote into the repository's notebook"
+    nb = nbformat.read(NOTEBOOK_01, as_version=4)
+    assert all(c.outputs == [] for c in nb.cells if c.cell_type == "code")
+    assert not (REPO / "notebooks" / "runs").exists(), "a training run went into the repository"
+
+
+def test_a_cell_that_raises_stops_the_build_with_one_line_naming_the_notebook_and_the_cell(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Broken\n\n**Learning goals**\n- none\n"),
+                nbformat.v4.new_code_cell("x = 1"),
+                nbformat.v4.new_code_cell("raise ValueError('boom\\non two lines')"),
+                nbformat.v4.new_code_cell("print('never reached')")]
+    nbformat.write(nb, folder / "01_broken.ipynb")
+    done = book("--notebooks", str(folder), "--out", str(tmp_path / "book"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert book_lines(done.stderr) == [
+        "book: error: 01_broken.ipynb: cell 3 (code cell 2: `raise ValueError('boom\\non two lines')`) "
+        "raised ValueError: boom on two lines"], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "book" / "index.html").exists()
+
+
+def test_an_unknown_notebook_number_is_a_clear_error_before_any_kernel_starts(tmp_path):
+    done = book("--only", "01,99", "--out", str(tmp_path / "book"), timeout=60)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert "--only 01,99: no notebook numbered 99" in last and "(there are 01, 02" in last, done.stderr
+    assert not (tmp_path / "book").exists()
