@@ -109,11 +109,12 @@ class AugmentationParams:
 
     @classmethod
     def identity(cls, n: int, device=None) -> "AugmentationParams":
-        """Parameters that change nothing (full crop, no flip, no jitter...): a start for sliders."""
+        """Parameters that change nothing (full crop, no flip, no jitter...): a start for sliders.
+        Made on `device` without copying host data (x_o is built from them every step)."""
         zeros = torch.zeros(n, device=device)
         false = torch.zeros(n, dtype=torch.bool, device=device)
         return cls(
-            crop=torch.tensor([0.0, 0.0, 1.0, 1.0], device=device).repeat(n, 1),
+            crop=torch.cat([torch.zeros(n, 2, device=device), torch.ones(n, 2, device=device)], dim=1),  # 0, 0, 1, 1
             flip=false.clone(), jitter=false.clone(),
             order=torch.arange(4, device=device).repeat(n, 1),
             brightness=zeros + 1, contrast=zeros + 1, saturation=zeros + 1, hue=zeros.clone(),
@@ -343,9 +344,8 @@ class AugmentationConfig:
         h, w = images.shape[-2:]
         if (h, w) == (self.size, self.size) and self.original_crop == 1.0:
             return self.normalize(images)
-        side = self.original_crop * min(h, w)
         params = AugmentationParams.identity(images.shape[0], images.device)
-        params.crop[:] = torch.tensor([(1 - side / h) / 2, (1 - side / w) / 2, side / h, side / w], device=images.device)
+        params.crop[:] = centre_box(self.original_crop, h, w, images.device)
         return apply(images, params, self)
 
     def sample_pair(self, n: int, image_size: Optional[tuple[int, int]] = None,
@@ -605,6 +605,14 @@ def _encoding_stats(key: tuple) -> tuple[torch.Tensor, torch.Tensor]:
 def channel_stats(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(1, 3, 1, 1) normalisation mean and std on `device`, made once per device (no copy per step)."""
     return (torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1))
+
+
+@functools.lru_cache(maxsize=64)
+def centre_box(fraction: float, height: int, width: int, device: torch.device) -> torch.Tensor:
+    """(4,) crop box (top, left, height, width; fractions) of the central square of `fraction` of the
+    shorter side, made once per (fraction, size, device): x_o needs no host-to-device copy per step."""
+    side = fraction * min(height, width)
+    return torch.tensor([(1 - side / height) / 2, (1 - side / width) / 2, side / height, side / width], device=device)
 
 
 @functools.lru_cache(maxsize=64)

@@ -471,7 +471,7 @@ def test_a_training_step_on_the_cuda_path_makes_no_host_synchronisation(tmp_path
 
     monkeypatch.setattr(augment, "_compute_all", lambda images: True)
     cfg = tiny_config(tmp_path, base=base, precision="bf16", optimizer="lars", channels_last=True,
-                      augment_overrides={"size": 16, "blur_p": 0.5, "solarize_p": 0.3})
+                      augment_overrides={"size": 16, "blur_p": 0.5, "solarize_p": 0.3, "original_crop": 0.875})
     trainer = Trainer(cfg, dataset=tiny_dataset())
     trainer.model.train()
     trainer.training_step(0, trainer.next_batch(0))  # warm-up: per-device caches, the epoch's order
