@@ -9,6 +9,8 @@ figures and explorers need parameters made on purpose, and they all come from he
     sweep_params(aug, "brightness", steps=9)                # identity -> strongest, one augmentation
     params_from_values({"hue": 0.25, "flip": True}, aug)    # slider values -> one row
     describe_params(params, 0)                              # one row -> words
+    training_range(aug, "hue").text                         # what training drew: "trained: all hues"
+    outside_training_range({"hue": 0.3}, cifar_aug)         # ["hue +0.30 (trained ±0.10)"]
     parameter_targets(params, aug)                          # what a probe tries to read back
 
 AUGMENTATIONS names the augmentations that can act alone (the per-augmentation breakdown, the
@@ -162,6 +164,88 @@ def params_from_values(values: dict, aug: AugmentationConfig, image_size: Option
         p.blur[0], p.sigma[0] = True, sigma
     p.solarize[0] = aug.has_solarize and bool(values.get("solarize", False))
     return p
+
+# ---- what training drew: the range of each control -------------------------------------------
+@dataclass(frozen=True)
+class TrainingRange:
+    """The values of one control that training drew (AugmentationConfig.sample), to mark on its slider.
+
+    low, high: the range drawn; an on/off control has low 0 and high 1 when training switches it
+    on at all (probability p > 0), else high 0. identity: the "augmentation off" value (crop scale
+    1, factor 1, hue 0, off), always counted as trained: x_o itself, and every view the augmentation
+    skips. span: the range in words, e.g. "0.60–1.40", "±0.10", "p 0.50".
+    """
+
+    name: str
+    low: float
+    high: float
+    identity: float
+    span: str
+    p: Optional[float] = None   # on/off controls: how often training switches it on
+
+    @property
+    def text(self) -> str:
+        """The mark next to the slider, e.g. "trained: 0.60–1.40"."""
+        return f"trained: {self.span}"
+
+    def contains(self, value) -> bool:
+        """Was this value in the training distribution? (1e-6 of slack for the slider's rounding)"""
+        value = float(value)
+        return value == self.identity or self.low - 1e-6 <= value <= self.high + 1e-6
+
+def training_range(aug: AugmentationConfig, name: str) -> TrainingRange:
+    """The range `aug` samples for the explorers' control `name` (see CONTROL_NAMES; not "image", "order").
+
+    crop_scale: aug.crop_scale; crop_ratio: aug.crop_ratio; crop_top, crop_left: anywhere (0 .. 1);
+    brightness, contrast, saturation: [max(0, 1 - s), 1 + s]; hue: [-h, +h] turns (h = 0.5, the
+    whole colour circle: "all hues"); sigma: aug.blur_sigma; flip, grayscale, solarize: on with probability p.
+    A colour factor whose jitter never happens (jitter_p or its strength 0) was trained at 1 only.
+    """
+    def between(low, high, span=None):
+        return TrainingRange(name, low, high, identity[name], span or f"{low:.2f}–{high:.2f}")
+
+    def on_off(p, span):
+        return TrainingRange(name, 0.0, 1.0 if p > 0 else 0.0, 0.0, span if p > 0 else "off only", p)
+
+    identity = {"crop_scale": 1.0, "crop_ratio": 1.0, "crop_top": 0.0, "crop_left": 0.0, "brightness": 1.0,
+                "contrast": 1.0, "saturation": 1.0, "hue": 0.0, "sigma": 0.0}
+    jitter = aug.jitter_p > 0
+    if name in ("crop_scale", "crop_ratio"):
+        return between(*getattr(aug, name))
+    if name in ("crop_top", "crop_left"):
+        return between(0.0, 1.0, "anywhere")
+    if name in ("brightness", "contrast", "saturation"):
+        s = getattr(aug, name) if jitter else 0.0
+        return between(max(0.0, 1 - s), 1 + s) if s > 0 else between(1.0, 1.0, "1.00 only")
+    if name == "hue":
+        h = aug.hue if jitter else 0.0
+        return between(-h, h, "all hues" if h >= 0.5 else f"±{h:.2f}") if h > 0 else between(0.0, 0.0, "0 only")
+    if name == "sigma":
+        return between(*aug.blur_sigma) if aug.has_blur else between(0.0, 0.0, "0 only")
+    if name in ("flip", "grayscale"):
+        p = aug.flip_p if name == "flip" else aug.gray_p
+        return on_off(p, f"p {p:.2f}")
+    if name == "solarize":
+        p = [aug.view_value("solarize_p", view) for view in (0, 1)]
+        return on_off(max(p), f"p {p[0]:.2f}" if p[0] == p[1] else f"p {p[0]:.2f} / {p[1]:.2f} (view 1 / 2)")
+    raise ValueError(f"no training range for {name!r}; the controls with one: "
+                     f"{[n for n in CONTROL_NAMES if n not in ('image', 'order')]}")
+
+def outside_training_range(values: dict, aug: AugmentationConfig) -> list[str]:
+    """The control values (name -> value, as params_from_values takes them) that training never drew.
+
+    One string per such control, e.g. "hue +0.19 (trained ±0.10)" or "flip on (trained off only)";
+    "image" and "order" are skipped (every order is drawn whenever jitter is). [] when all are in range.
+    """
+    out = []
+    for name, value in values.items():
+        if name in ("image", "order"):
+            continue
+        r = training_range(aug, name)
+        if not r.contains(value):
+            shown = "on" if isinstance(value, (bool, np.bool_)) else f"{value:+.2f}" if name == "hue" else f"{value:.2f}"
+            out.append(f"{name} {shown} (trained {r.span})")
+    return out
 
 def describe_params(params: AugmentationParams, index: int = 0) -> str:
     """A short human-readable line for one image's parameters (e.g. for a figure title)."""

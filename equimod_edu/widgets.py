@@ -3,6 +3,7 @@
 
     AugmentationExplorer(images, aug).widget              # sliders -> t, the view, encode(t)
     DisplacementExplorer({"SimCLR": (simclr, posthoc), "EquiMod": (equimod, None)}, images, aug).widget
+    training_marks(aug)                                   # name -> its "trained: 0.60–1.40" mark (HTML)
     curves = LiveCurves(); Trainer(cfg, callbacks={"on_log": [curves], "on_train_end": [curves]})
 
 Every explorer is a small class: ``controls`` (name -> widget, one per augmentation),
@@ -10,9 +11,12 @@ Every explorer is a small class: ``controls`` (name -> widget, one per augmentat
 arrays: pure, testable without a browser), ``render()`` (a matplotlib figure into an
 ``ipywidgets.Output``, and the numbers as text into ``readout``, an ``ipywidgets.HTML``) and
 ``widget`` (the box to display). Moving a control calls ``update()`` = compute + render.
-``explorer.set(hue=0.3, flip=True)`` moves several controls with one update. In the page, every
-part carries a CSS class (``equimod-explorer``, ``equimod-control-<name>``, ``equimod-figure``,
-``equimod-readout``): the browser test finds them by it, and a teacher can restyle them.
+``explorer.set(hue=0.3, flip=True)`` moves several controls with one update. Next to each control a
+mark says what training drew (``views.training_range``), red once the value leaves it, and the
+readout lists such values ("outside the training range: hue +0.19 (trained ±0.10)"). In the page,
+every part carries a CSS class (``equimod-explorer``, ``equimod-control-<name>``, ``equimod-trained``,
+``equimod-figure``, ``equimod-readout``, ``equimod-outside``): the browser test finds them by it, and
+a teacher can restyle them.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from .equivariance import PosthocPredictor, cosine, embed_augmented, scorer
 from .figures import PCAMap, to_numpy_image
 from .models import model_device
 from .notebook import in_notebook, png_bytes, show_png
-from .views import CONTROL_COLUMNS, JITTER_ORDERS, describe_params, params_from_values, sample_views
+from .views import (CONTROL_COLUMNS, JITTER_ORDERS, describe_params, outside_training_range, params_from_values,
+                    sample_views, training_range)
 
 
 # ============================================================================================
@@ -51,11 +56,12 @@ def augmentation_controls(aug: AugmentationConfig, n_images: int = 1, continuous
     hue (turns, -0.5 .. 0.5: the whole colour circle, beyond the config's +-h); order (the jitter
     order); grayscale; sigma (blur std in pixels, 0 = no blur) if the config blurs; solarize if it
     solarizes. ``continuous_update=False`` updates when a slider is released, which keeps slow
-    front ends (Colab) from queueing work while dragging.
+    front ends (Colab) from queueing work while dragging. What training drew for each control is
+    ``training_marks(aug)`` (the explorers show each mark next to its control).
     """
     import ipywidgets as widgets
 
-    style, layout = {"description_width": "90px"}, widgets.Layout(width="320px")
+    style, layout = {"description_width": "90px"}, widgets.Layout(width="270px")
 
     def slider(description, low, high, value, step=0.01):
         return widgets.FloatSlider(value=value, min=low, max=high, step=step, description=description,
@@ -63,7 +69,7 @@ def augmentation_controls(aug: AugmentationConfig, n_images: int = 1, continuous
                                    layout=layout)
 
     def toggle(description):
-        return widgets.Checkbox(value=False, description=description, indent=False)
+        return widgets.Checkbox(value=False, description=description, indent=False, layout=widgets.Layout(width="120px"))
 
     controls = {
         "image": widgets.IntSlider(value=0, min=0, max=max(n_images - 1, 0), description="image",
@@ -88,6 +94,37 @@ def augmentation_controls(aug: AugmentationConfig, n_images: int = 1, continuous
     if aug.has_solarize:
         controls["solarize"] = toggle("solarize")
     return controls
+
+def training_marks(aug: AugmentationConfig) -> dict:
+    """name -> a small ipywidgets.HTML (class ``equimod-trained``), one per control of
+    augmentation_controls but the image: the range training drew it from, e.g. "trained: 0.60–1.40"
+    (views.training_range; the jitter order: all 24). The explorers show each next to its control."""
+    import ipywidgets as widgets
+
+    names = [name for column in CONTROL_COLUMNS for name in column if name != "image"]
+    names = [n for n in names if (n != "sigma" or aug.has_blur) and (n != "solarize" or aug.has_solarize)]
+    marks = {}
+    for name in names:
+        marks[name] = widgets.HTML(_mark_html(aug, name, None), layout=widgets.Layout(width="110px"))
+        marks[name].add_class("equimod-trained")
+    return marks
+
+def _mark_html(aug: AugmentationConfig, name: str, value) -> str:
+    """A mark's HTML: grey while `value` (None: identity) is in the training range, red with a "!" once it leaves it."""
+    if name == "order":  # every order is drawn whenever the jitter is
+        text, outside = ("trained: all 24" if aug.jitter_p > 0 else "trained: 0 1 2 3 only"), False
+    else:
+        trained = training_range(aug, name)
+        text, outside = trained.text, value is not None and not trained.contains(value)
+    colour, flag = ("#b00020", " !") if outside else ("#777", "")
+    return f'<span style="font-size: 10px; color: {colour}">{html.escape(text)}{flag}</span>'
+
+def _outside_html(outside: list) -> str:
+    """The readout's warning line, or "" when every control is within the training range."""
+    if not outside:
+        return ""
+    return (f'<div class="equimod-outside" style="color: #b00020"><b>outside the training range:</b> '
+            f'{html.escape(", ".join(outside))}</div>')
 
 def check_control_value(control, name: str, value) -> None:
     """Raise ValueError unless `value` is one the control can show as it is (sliders would clamp it silently)."""
@@ -126,6 +163,7 @@ class _Explorer:
         self.images = as_images(images)
         self.aug = aug
         self.controls = augmentation_controls(aug, len(self.images), continuous_update)
+        self.marks = training_marks(aug)     # name -> "trained: ..." next to the control
         self._identity = {name: w.value for name, w in self.controls.items() if name != "image"}
         self.controls["image"].value = image
         self.output = widgets.Output()
@@ -136,7 +174,8 @@ class _Explorer:
         self._held = False
         reset = widgets.Button(description="reset to identity")
         reset.on_click(lambda _: self.reset())
-        columns = [widgets.VBox([self.controls[n] for n in column if n in self.controls])
+        columns = [widgets.VBox([widgets.HBox([self.controls[n], self.marks[n]]) if n in self.marks else self.controls[n]
+                                 for n in column if n in self.controls])
                    for column in CONTROL_COLUMNS]
         columns[-1].children += (reset,)
         self.widget = widgets.VBox([widgets.HBox(columns), self.output, self.readout])
@@ -160,6 +199,10 @@ class _Explorer:
         """The augmentation (one row) the controls describe (see params_from_values)."""
         return params_from_values({k: v for k, v in self.values().items() if k != "image"}, self.aug,
                                   tuple(self.images.shape[-2:]))
+
+    def outside(self) -> list[str]:
+        """The control values training never drew, e.g. ["hue +0.19 (trained ±0.10)"] (views.outside_training_range)."""
+        return outside_training_range(self.values(), self.aug)
 
     @contextmanager
     def hold(self):
@@ -213,6 +256,9 @@ class _Explorer:
         write its numbers into ``self.readout``."""
         self.png = png_bytes(self.figure(self.result), self.dpi)
         self.readout.value = self.readout_html(self.result)
+        values = self.values()
+        for name, mark in self.marks.items():
+            mark.value = _mark_html(self.aug, name, values[name])
         show_png(self.output, self.png)
 
     def compute(self) -> dict:
@@ -235,7 +281,8 @@ class AugmentationExplorer(_Explorer):
     images: (N, 3, H, W) uint8 (or an ImageDataset); aug: the AugmentationConfig (slider ranges,
     output size, encoding). ``compute()`` returns {"params": AugmentationParams (1 row),
     "original": (3, H, W) uint8, "augmented": (3, S, S) float in [0, 1] (``augment.apply``),
-    "encoded": (P,) ``aug.encode(params)``, "names": its column names, "description": a line}.
+    "encoded": (P,) ``aug.encode(params)``, "names": its column names, "description": a line,
+    "outside": the values training never drew, as text (see ``outside()``)}.
 
         ex = AugmentationExplorer(images[:16], AugmentationConfig.synthetic())
         ex.widget                       # in a notebook cell
@@ -252,7 +299,7 @@ class AugmentationExplorer(_Explorer):
         original = self.images[self.image_index]
         view = apply(original[None], params, self.aug, normalize=False)[0]
         return {"params": params, "original": original, "augmented": view, "encoded": self.aug.encode(params)[0],
-                "names": self.names, "description": describe_params(params)}
+                "names": self.names, "description": describe_params(params), "outside": self.outside()}
 
     def figure(self, result: Optional[dict] = None):
         from matplotlib.figure import Figure
@@ -283,7 +330,8 @@ class AugmentationExplorer(_Explorer):
         t = " ".join(f'<span data-name="{html.escape(n)}">{html.escape(n)}&nbsp;{v:+.2f}</span>'
                      for n, v in zip(r["names"], r["encoded"].tolist()))
         return (f'<div class="equimod-params"><b>view:</b> {html.escape(r["description"])}</div>'
-                f'<div class="equimod-t" style="font-family: monospace; font-size: 11px"><b>t:</b> {t}</div>')
+                + _outside_html(r.get("outside", []))
+                + f'<div class="equimod-t" style="font-family: monospace; font-size: 11px"><b>t:</b> {t}</div>')
 
 @dataclass
 class _ModelView:
@@ -292,7 +340,7 @@ class _ModelView:
     name: str
     embed: Callable[[torch.Tensor], torch.Tensor]    # normalised images (n, 3, S, S) -> (n, D)
     predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (y_o (n, D), t (n, P)) -> (n, D)
-    space: str                                        # a label: "y (model.predict)", "h (post-hoc)"...
+    space: str                                        # a label: "y, the model's own module", ...
     device: torch.device
     map: Optional[PCAMap] = None
     cloud: Optional[np.ndarray] = None                # (R, 2) the reference views on the map
@@ -304,9 +352,9 @@ def _model_view(name: str, entry) -> _ModelView:
     model.eval()
     embed, predict = scorer(model, predictor, space)
     if isinstance(predictor, PosthocPredictor):
-        label = f"{predictor.space} std., post-hoc predictor"
+        label = f"{predictor.space} standardised, post-hoc predictor"
     elif predictor is None:
-        label = "y, model.predict"
+        label = "y, the model's own module"
     else:
         label = f"{space}, given predictor"
     return _ModelView(name, embed, predict, label, model_device(model), cache={})
@@ -316,13 +364,21 @@ def _rank(query: torch.Tensor, gallery: torch.Tensor) -> int:
     similarity = F.cosine_similarity(query.float()[None], gallery.float())
     return 1 + int((similarity[1:] >= similarity[0]).sum())
 
+#: Shown under the maps and the table when the panels live in different spaces.
+_SPACES_NOTE = "different spaces: compare cosines, arrows and ranks only between panels of the same space"
+
 class DisplacementExplorer(_Explorer):
     """The centrepiece: move an augmentation, watch the embedding move and each model predict it.
 
     models: name -> (model, predictor) or (model, predictor, space). predictor None: the model's
     own module (``model.predict``, in y); a :class:`equivariance.PosthocPredictor`: its own standardised
     space (``predictor.embed``); any other callable (y_o, t) -> y_hat: in `space` (default "y").
-    Typical: ``{"SimCLR": (simclr, fit_posthoc_predictor(simclr, images, aug)), "EquiMod": (equimod, None)}``.
+    Typical (notebook 4): the same post-hoc recipe on both models, so that those two panels ask the
+    same question in the same space (standardised h), and EquiMod's own module as a third panel, in y:
+    ``{"SimCLR + post-hoc (h)": (simclr, fit_posthoc_predictor(simclr, images, aug)),
+    "EquiMod + post-hoc (h)": (equimod, fit_posthoc_predictor(equimod, images, aug)),
+    "EquiMod's own module (y)": (equimod, None)}``. When the models' spaces differ, the figure and the
+    readout say so: cosines, arrows and ranks compare only within one space.
 
     For the chosen image and the controls' augmentation t, per model:
     y_o = embed(x_o), y = embed(view), y_hat = predict(y_o, encode(t));
@@ -383,7 +439,7 @@ class DisplacementExplorer(_Explorer):
 
     @torch.no_grad()
     def compute(self) -> dict:
-        """{"params", "original", "augmented", "encoded", "models": name -> numbers and vectors}.
+        """{"params", "original", "augmented", "encoded", "outside", "models": name -> numbers and vectors}.
 
         Per model: "space", "cos_pred", "cos_invariant", "gain", "rank", "rank_invariant",
         "gallery" (its size, the true view included), "y_o", "y", "y_hat" (D,) CPU tensors, and
@@ -394,7 +450,8 @@ class DisplacementExplorer(_Explorer):
         view = apply(original[None], params, self.aug, normalize=False)
         x, t = self.aug.normalize(view), self.aug.encode(params)
         models = {name: self._compute_one(m, index, x, t) for name, m in self.models.items()}
-        return {"params": params, "original": original, "augmented": view[0], "encoded": t[0], "models": models}
+        return {"params": params, "original": original, "augmented": view[0], "encoded": t[0],
+                "outside": self.outside(), "models": models}
 
     def _compute_one(self, m: _ModelView, index: int, x: torch.Tensor, t: torch.Tensor) -> dict:
         cache = self._cached(m, index)
@@ -414,37 +471,50 @@ class DisplacementExplorer(_Explorer):
 
         r = result or self.result
         n = len(r["models"])
-        fig = Figure(figsize=(3.2 + 3.4 * n, 3.5))
-        grid = fig.add_gridspec(2, 1 + n, width_ratios=(0.9,) + (2.0,) * n, left=0.02, right=0.98, bottom=0.08,
-                                top=0.8, wspace=0.12, hspace=0.35)
+        fig = Figure(figsize=(3.2 + 3.4 * n, 3.9))
+        grid = fig.add_gridspec(2, 1 + n, width_ratios=(0.9,) + (2.0,) * n, left=0.02, right=0.98, bottom=0.07,
+                                top=0.74, wspace=0.12, hspace=0.35)
         for row, (image, title) in enumerate(((r["original"], "original x_o"),
                                               (r["augmented"], "view x = t(x_o)"))):
             ax = fig.add_subplot(grid[row, 0])
             ax.imshow(to_numpy_image(image))
             ax.set_title(title, fontsize=7)
             ax.axis("off")
+        first_space = next(iter(r["models"].values()))["space"]
         for k, (name, result_k) in enumerate(r["models"].items()):
             ax = fig.add_subplot(grid[:, 1 + k])
             _draw_displacement(ax, self.models[name], result_k, self.zoom, legend=k == 0)
-            ax.set_title(f"{name} ({result_k['space']})\n"
+            if result_k["space"] != first_space:  # another space: tinted, so it does not read as comparable
+                ax.set_facecolor("#f4eefa")
+            ax.set_title(f"{name}\nspace: {result_k['space']}\n"
                          f"cos(y, y_hat) {result_k['cos_pred']:.3f}   cos(y, y_o) {result_k['cos_invariant']:.3f}\n"
                          f"gain {result_k['gain']:+.3f}   rank {result_k['rank']}/{result_k['gallery']} "
                          f"(y_o: {result_k['rank_invariant']})", fontsize=8)
+        if len({m["space"] for m in r["models"].values()}) > 1:
+            fig.text(0.5, 0.985, _SPACES_NOTE + " (tinted: another space)", ha="center", va="top", fontsize=8)
+        if r.get("outside"):
+            fig.text(0.5, 0.94, "outside the training range: " + ", ".join(r["outside"]), ha="center", va="top",
+                     fontsize=8, color="#b00020")
         return fig
 
     def readout_html(self, result: Optional[dict] = None) -> str:
-        """A table, one row per model: cos(y, y_hat), cos(y, y_o), gain, rank of the true view."""
+        """A table, one row per model: cos(y, y_hat), cos(y, y_o), gain, ranks, the space; above it the
+        view and any value outside the training range; under it a note when the spaces differ."""
         r = result or self.result
         head = "".join(f"<th style='padding: 0 8px'>{h}</th>" for h in
-                       ("model", "cos(y, y_hat)", "cos(y, y_o)", "gain", "rank (y_hat)", "rank (y_o)"))
+                       ("model", "cos(y, y_hat)", "cos(y, y_o)", "gain", "rank (y_hat)", "rank (y_o)", "space"))
         rows = "".join(
             f'<tr data-model="{html.escape(name)}"><td>{html.escape(name)}</td>'
             f'<td class="cos-pred">{m["cos_pred"]:.3f}</td><td class="cos-invariant">{m["cos_invariant"]:.3f}</td>'
             f'<td class="gain">{m["gain"]:+.3f}</td><td class="rank">{m["rank"]}/{m["gallery"]}</td>'
-            f'<td class="rank-invariant">{m["rank_invariant"]}/{m["gallery"]}</td></tr>'
+            f'<td class="rank-invariant">{m["rank_invariant"]}/{m["gallery"]}</td>'
+            f'<td class="space" style="text-align: left; padding-left: 8px">{html.escape(m["space"])}</td></tr>'
             for name, m in r["models"].items())
+        note = (f'<div class="equimod-spaces" style="font-size: 11px">{_SPACES_NOTE}</div>'
+                if len({m["space"] for m in r["models"].values()}) > 1 else "")
         return (f'<div class="equimod-params"><b>view:</b> {html.escape(describe_params(r["params"]))}</div>'
-                f'<table class="equimod-numbers" style="text-align: right"><tr>{head}</tr>{rows}</table>')
+                + _outside_html(r.get("outside", []))
+                + f'<table class="equimod-numbers" style="text-align: right"><tr>{head}</tr>{rows}</table>' + note)
 
 def _draw_displacement(ax, m: _ModelView, r: dict, zoom: bool, legend: bool) -> None:
     """A model's map: reference cloud (grey), the image's gallery views, y_o -> y and y_o -> y_hat arrows."""

@@ -308,16 +308,34 @@ def shots(request):
     print(f"screenshots: {folder}")
 
 
+def training_mark(page, explorer, control: str) -> str:
+    """The "trained: ..." mark shown next to a control (in the same row box)."""
+    row = explorer.locator(".widget-hbox", has=page.locator(f".equimod-control-{control}")).last
+    return row.locator(".equimod-trained").inner_text().strip()
+
+
 # ---------------------------------------------------------------- the tests
+#: Notebook 4's panels: the same post-hoc predictor on both models (h), and EquiMod's own module (y).
+PANELS = {"SimCLR + post-hoc (h)", "EquiMod + post-hoc (h)", "EquiMod's own module (y)"}
+OWN = "EquiMod's own module (y)"
+
+
 def test_displacement_explorer_follows_the_hue_slider_in_jupyterlab(playwright_browser, tmp_path, shots):
     tic = time.perf_counter()
     with explorer_in_jupyterlab(playwright_browser, tmp_path, "04_displacement_explorer.ipynb", shots) as (page, explorer):
         before_text, before_png = wait_for_identity(explorer)
         before = table(before_text)
-        assert set(before) == {"SimCLR + post-hoc predictor", "EquiMod"}, before_text
+        assert set(before) == PANELS, before_text
         assert all(numbers[1] == pytest.approx(1.0, abs=1e-3) for numbers in before.values()), \
             f"at identity the view is the original, so cos(y, y_o) = 1:\n{before_text}"
         assert slider_value(explorer, "hue") == 0.0
+        # every control but the image shows what training drew; the readout says the spaces differ
+        assert explorer.locator(".equimod-trained").count() == 11      # the synthetic config: no blur, no solarize
+        assert training_mark(page, explorer, "hue") == "trained: all hues"       # +-0.5 turn
+        assert training_mark(page, explorer, "brightness") == "trained: 0.60–1.40"
+        assert training_mark(page, explorer, "grayscale") == "trained: p 0.20"
+        assert "different spaces" in explorer.locator(".equimod-readout .equimod-spaces").inner_text()
+        assert explorer.locator(".equimod-readout .equimod-outside").count() == 0
         explorer.screenshot(path=shots / "before.png")
 
         drag_slider(page, explorer, "hue", 0.2)   # a fifth of the track: about +0.2 turn
@@ -333,7 +351,19 @@ def test_displacement_explorer_follows_the_hue_slider_in_jupyterlab(playwright_b
         for name, (cos_pred, cos_invariant, gain) in after.items():
             assert cos_invariant < 0.999, f"{name}: a hue shift of {hue} should move the embedding:\n{after_text}"
             assert gain == pytest.approx(cos_pred - cos_invariant, abs=2e-3)
-        assert after["EquiMod"] != before["EquiMod"]
+        assert after[OWN] != before[OWN]
+        assert explorer.locator(".equimod-readout .equimod-outside").count() == 0   # +-0.5 turn: all trained
+
+        # the reset button, then a case the linear module models: grayscale
+        explorer.get_by_role("button", name="reset to identity").click()
+        reset_text, reset_png = wait_for_identity(explorer)
+        assert table(reset_text) == before, reset_text     # identity again: the same numbers as at the start
+        explorer.locator(".equimod-control-grayscale input[type=checkbox]").click()
+        gray_text, _ = wait_for_change(explorer, reset_text, reset_png)
+        explorer.screenshot(path=shots / "grayscale.png")
+        assert "gray" in gray_text.splitlines()[0] and "jitter" not in gray_text.splitlines()[0], gray_text
+        gray = table(gray_text)
+        assert set(gray) == PANELS and all(gray[name] != before[name] for name in PANELS), gray_text
     print(f"wall time {time.perf_counter() - tic:.0f} s")
 
 

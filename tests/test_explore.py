@@ -106,6 +106,63 @@ def test_jitter_turns_on_only_when_a_factor_moves_and_then_takes_the_order():
     assert not p.blur[0] and not p.solarize[0]
 
 
+# ---------------------------------------------------------------- what training drew: marks and warnings
+CIFAR = AugmentationConfig.cifar10()   # hue +-0.1: a hue slider (+-0.5) can leave the training range
+
+
+def test_training_range_is_what_the_config_samples():
+    tr = views.training_range
+    assert (tr(CIFAR, "crop_scale").low, tr(CIFAR, "crop_scale").high) == CIFAR.crop_scale
+    assert tr(CIFAR, "crop_scale").text == "trained: 0.20–1.00" and tr(CIFAR, "crop_ratio").text == "trained: 0.75–1.33"
+    assert tr(CIFAR, "brightness").text == "trained: 0.60–1.40" and tr(CIFAR, "crop_top").text == "trained: anywhere"
+    assert tr(CIFAR, "hue").text == "trained: ±0.10" and tr(AUG, "hue").text == "trained: all hues"
+    assert tr(CIFAR, "flip").text == "trained: p 0.50" and tr(CIFAR, "grayscale").text == "trained: p 0.20"
+    byol = AugmentationConfig.byol_cifar10()
+    assert tr(byol, "saturation").text == "trained: 0.80–1.20" and tr(byol, "sigma").text == "trained: 0.10–2.00"
+    assert tr(byol, "solarize").text == "trained: p 0.00 / 0.20 (view 1 / 2)"
+    plain = CIFAR.replace(jitter_p=0.0, flip_p=0.0)        # never jittered, never flipped
+    assert tr(plain, "contrast").text == "trained: 1.00 only" and tr(plain, "hue").text == "trained: 0 only"
+    assert tr(plain, "flip").text == "trained: off only" and tr(CIFAR, "sigma").text == "trained: 0 only"
+    hue = tr(CIFAR, "hue")
+    assert hue.contains(0.1) and hue.contains(-0.1) and hue.contains(0.0) and not hue.contains(0.19)
+    assert tr(plain, "contrast").contains(1.0) and not tr(plain, "contrast").contains(1.2)
+    assert tr(CIFAR, "flip").contains(True) and not tr(plain, "flip").contains(True) and tr(plain, "flip").contains(False)
+    assert tr(byol, "sigma").contains(0.0) and not tr(byol, "sigma").contains(0.05)   # off (identity) or 0.1-2
+    for name in ("image", "order", "rotation"):
+        with pytest.raises(ValueError, match="no training range"):
+            tr(CIFAR, name)
+
+
+def test_outside_training_range_lists_the_values_training_never_drew():
+    outside = views.outside_training_range
+    assert outside({"hue": 0.19}, CIFAR) == ["hue +0.19 (trained ±0.10)"]
+    assert outside({"hue": -0.3, "brightness": 1.2, "image": 3, "order": (3, 2, 1, 0)}, CIFAR) == \
+        ["hue -0.30 (trained ±0.10)"]
+    assert outside({"hue": 0.19, "flip": True}, AUG) == []            # the synthetic config draws the whole circle
+    assert outside({"flip": True, "contrast": 1.3}, CIFAR.replace(flip_p=0.0, contrast=0.2)) == \
+        ["flip on (trained off only)", "contrast 1.30 (trained 0.80–1.20)"]
+    assert outside({name: w.value for name, w in widgets.augmentation_controls(CIFAR).items()}, CIFAR) == []
+
+
+def test_every_control_shows_its_training_range_and_turns_red_outside_it(images):
+    explorer = widgets.AugmentationExplorer(images, CIFAR)
+    assert set(explorer.marks) == set(explorer.controls) - {"image"}
+    assert all("equimod-trained" in mark._dom_classes for mark in explorer.marks.values())
+    assert "trained: ±0.10" in explorer.marks["hue"].value and "trained: 0.60–1.40" in explorer.marks["contrast"].value
+    assert "trained: all 24" in explorer.marks["order"].value
+    in_range = explorer.marks["hue"].value
+    assert explorer.result["outside"] == [] and "equimod-outside" not in explorer.readout.value
+    explorer.set(hue=0.19)
+    assert explorer.result["outside"] == ["hue +0.19 (trained ±0.10)"]
+    assert explorer.marks["hue"].value != in_range and "!" in explorer.marks["hue"].value
+    assert "!" not in explorer.marks["contrast"].value
+    warning = re.search(r'<div class="equimod-outside"[^>]*>(.*?)</div>', explorer.readout.value).group(1)
+    assert "outside the training range" in warning and "hue +0.19 (trained ±0.10)" in warning
+    assert explorer.readout.value.index("equimod-params") < explorer.readout.value.index("equimod-outside")
+    explorer.reset()
+    assert explorer.marks["hue"].value == in_range and "equimod-outside" not in explorer.readout.value
+
+
 # ---------------------------------------------------------------- the augmentation explorer
 def test_augmentation_explorer_starts_at_identity(images):
     explorer = widgets.AugmentationExplorer(images, AUG)
@@ -280,6 +337,38 @@ def test_the_readout_table_shows_each_models_numbers(explorer):
         assert f'class="rank-invariant">{r["rank_invariant"]}/{r["gallery"]}<' in row
     assert "h+0.20" in text
     explorer.reset()
+
+
+@pytest.fixture(scope="module")
+def three_panels(models, images):
+    """Notebook 4's panels: the same post-hoc recipe on both models (h), and EquiMod's own module (y)."""
+    simclr, posthoc = models["SimCLR"]
+    equimod = models["EquiMod"][0]
+    equimod_posthoc = fit_posthoc_predictor(equimod, images, AUG, epochs=1, pairs=1, embed_dim=8, batch_size=8)
+    return {"SimCLR + post-hoc (h)": (simclr, posthoc), "EquiMod + post-hoc (h)": (equimod, equimod_posthoc),
+            "EquiMod's own module (y)": (equimod, None)}
+
+
+def test_three_panels_say_which_space_each_one_is_in(three_panels, images):
+    explorer = widgets.DisplacementExplorer(three_panels, images, CIFAR, gallery_size=4, reference_views=16)
+    result = explorer.set(grayscale=True, hue=0.3)
+    spaces = [r["space"] for r in result["models"].values()]
+    assert spaces == ["h standardised, post-hoc predictor"] * 2 + ["y, the model's own module"]
+    fig = explorer.figure()
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title().count("\n") >= 2]
+    assert [t.splitlines()[0] for t in titles] == list(three_panels)
+    assert [t.splitlines()[1] for t in titles] == [f"space: {s}" for s in spaces]
+    words = " ".join(text.get_text() for text in fig.texts)
+    assert "different spaces" in words and "outside the training range: hue +0.30 (trained ±0.10)" in words
+    text = explorer.readout.value
+    assert 'class="equimod-spaces"' in text and "hue +0.30 (trained ±0.10)" in text
+    for name, r in result["models"].items():
+        row = re.search(rf'<tr data-model="{re.escape(html.escape(name))}">(.*?)</tr>', text).group(1)
+        assert f">{html.escape(r['space'])}</td>" in row
+    same_space = widgets.DisplacementExplorer(dict(list(three_panels.items())[:2]), images, AUG, gallery_size=4,
+                                              reference_views=16)
+    assert "equimod-spaces" not in same_space.readout.value
+    assert not [t for t in same_space.figure().texts if "different spaces" in t.get_text()]
 
 
 def test_the_readout_escapes_model_names(explorer):
