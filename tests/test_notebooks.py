@@ -181,7 +181,11 @@ def test_the_retrain_flag_trains_a_matched_pair_instead_of_loading(path, tmp_pat
 STORY_METRICS = ("shape_acc", "colour_acc", "knn_acc", "equivariance_gain", "hue_sensitivity", "train_seconds")
 
 
-@pytest.mark.parametrize("name", ["live", "module_search"])
+#: The lambda sweep's runs shared the machine with other work: its wall times are not shown.
+LAMBDA_METRICS = ("shape_acc", "colour_acc", "knn_acc", "equivariance_gain", "hue_sensitivity")
+
+
+@pytest.mark.parametrize("name", ["live", "module_search", "lambda_sweep"])
 def test_notebook_5_and_the_readme_tell_the_numbers_of_the_shipped_results(name):
     """The whole tables of data/results are in docs/research_log.md and the README exactly as
     compare.table_markdown prints them; notebook 5 names data/results/live.json and holds the claim
@@ -191,7 +195,7 @@ def test_notebook_5_and_the_readme_tell_the_numbers_of_the_shipped_results(name)
     from equimod_edu.compare import table_markdown
 
     result = json.loads((REPO / "data" / "results" / f"{name}.json").read_text())
-    expected = table_markdown(result["summary"], STORY_METRICS)
+    expected = table_markdown(result["summary"], LAMBDA_METRICS if name == "lambda_sweep" else STORY_METRICS)
     readme = (REPO / "README.md").read_text()
     for where, text in (("docs/research_log.md", (REPO / "docs" / "research_log.md").read_text()), ("README.md", readme)):
         assert f"`data/results/{name}.json`" in text, where
