@@ -320,7 +320,8 @@ def check_equivariance_loss(fn: Callable, strict: bool = False) -> Optional[bool
         "equivariance loss", fn, _equi_loss_cases(),
         lambda a, b, c, d, temperature=0.2: losses.equivariance_loss(a, b, c, d, temperature, gather=False),
         _equi_loss_mistakes(), strict, tol=1e-4,
-        forbidden={"losses.equivariance_loss": (losses, "equivariance_loss"), "losses.nt_xent": (losses, "nt_xent")})
+        forbidden={"losses.equivariance_loss": (losses, "equivariance_loss"), "losses.nt_xent": (losses, "nt_xent"),
+                   "losses.equivariance_logits": (losses, "equivariance_logits")})
 
 
 # ============================================================================================
@@ -367,9 +368,9 @@ def check_displacement_map(fn: Callable, model, strict: bool = False, cases: int
     if problem is not None:
         return _verdict(False, strict, f"{name}: your function raised {problem}.")
     y_dim, param_dim = model.cfg.y_dim, model.cfg.param_dim
-    got = torch.as_tensor(got).detach().float().cpu() if _call(torch.as_tensor, got)[1] is None else None
-    if got is None or tuple(got.shape) != (y_dim, param_dim):
-        shape = None if got is None else tuple(got.shape)
+    m, not_a_tensor = _call(lambda: torch.as_tensor(got).detach().float().cpu())
+    if not_a_tensor or tuple(m.shape) != (y_dim, param_dim):
+        shape = None if not_a_tensor else tuple(m.shape)
         hint = " (transposed? M maps t to y_hat: rows are y, columns are t)" if shape == (param_dim, y_dim) else ""
         return _verdict(False, strict, f"{name}: expected a tensor of shape (y_dim, param_dim) = ({y_dim}, {param_dim}), "
                                        f"got {shape}{hint}.")
@@ -379,7 +380,7 @@ def check_displacement_map(fn: Callable, model, strict: bool = False, cases: int
         y_o, t, t_prime = (torch.randn(8, d, generator=generator) for d in (y_dim, param_dim, param_dim))
         with torch.no_grad():
             actual = (model.predict(y_o.to(device), t.to(device)) - model.predict(y_o.to(device), t_prime.to(device)))
-        predicted = (t - t_prime) @ got.T
+        predicted = (t - t_prime) @ m.T
         error = float((predicted - actual.float().cpu()).norm() / actual.norm().clamp_min(1e-12))
         if error > 1e-3:
             message = (f"{name}: not yet right: M (t - t') differs from the model's y_hat(y_o, t) - y_hat(y_o, t') by "
@@ -396,12 +397,10 @@ def check_displacement_map(fn: Callable, model, strict: bool = False, cases: int
 # Why the equivariance loss forbids invariance: two lower bounds, and a toy that reaches them
 # ============================================================================================
 def _anchor_losses(y_1, y_2, y_hat_1, y_hat_2, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-anchor InfoNCE of the equivariance loss: (y anchors (2N,), y_hat anchors (2N,))."""
+    """Per-anchor loss of the equivariance InfoNCE: (y anchors (2N,), y_hat anchors (2N,))."""
+    logits, target = losses.equivariance_logits(y_1, y_2, y_hat_1, y_hat_2, temperature, gather=False)
+    per_anchor = F.cross_entropy(logits, target, reduction="none")
     n2 = 2 * y_1.shape[0]
-    v = F.normalize(torch.cat([y_1, y_2, y_hat_1, y_hat_2]), dim=1)
-    logits = (v @ v.T / temperature).masked_fill(torch.eye(2 * n2, dtype=torch.bool), float("-inf"))
-    partner = torch.cat([torch.arange(n2, 2 * n2), torch.arange(0, n2)])
-    per_anchor = -logits.log_softmax(dim=1)[torch.arange(2 * n2), partner]
     return per_anchor[:n2], per_anchor[n2:]
 
 

@@ -28,6 +28,7 @@ from torch import Tensor
 __all__ = [
     "nt_xent",
     "equivariance_loss",
+    "equivariance_logits",
     "byol_loss",
     "equimod_loss",
     "equivariance_gain",
@@ -167,11 +168,16 @@ def equivariance_loss(y_1: Tensor, y_2: Tensor, y_hat_1: Tensor, y_hat_2: Tensor
         >>> round(loss.item(), 4)   # -log e^5 / (e^5 + 6)
         0.0396
     """
-    return F.cross_entropy(*_equivariance_logits(y_1, y_2, y_hat_1, y_hat_2, temperature, gather))
+    return F.cross_entropy(*equivariance_logits(y_1, y_2, y_hat_1, y_hat_2, temperature, gather))
 
 
-def _equivariance_logits(y_1: Tensor, y_2: Tensor, y_hat_1: Tensor, y_hat_2: Tensor, temperature: float,
-                         gather: bool) -> tuple[Tensor, Tensor]:
+def equivariance_logits(y_1: Tensor, y_2: Tensor, y_hat_1: Tensor, y_hat_2: Tensor, temperature: float,
+                        gather: bool = True) -> tuple[Tensor, Tensor]:
+    """The equivariance loss before its mean: ``logits (4N, 4N) float32`` (self masked) and ``target (4N,)``.
+
+    Rows are the anchors [y_1; y_2; y_hat_1; y_hat_2]; ``F.cross_entropy(logits, target,
+    reduction="none")`` is each anchor's loss (exercises.loss_floor_toy reads them).
+    """
     _check_pair("y_1", y_1, "y_2", y_2)
     _check_pair("y_1", y_1, "y_hat_1", y_hat_1)
     _check_pair("y_2", y_2, "y_hat_2", y_hat_2)
@@ -234,7 +240,7 @@ def equimod_loss(out, base: str, lam: float = 1.0, temperature_inv: float = 0.5,
     if out.y_1 is None:
         equi = torch.zeros((), device=inv.device, dtype=inv.dtype)
     else:
-        logits, target = _equivariance_logits(out.y_1, out.y_2, out.y_hat_1, out.y_hat_2,
+        logits, target = equivariance_logits(out.y_1, out.y_2, out.y_hat_1, out.y_hat_2,
                                               temperature_equi, gather)
         equi = F.cross_entropy(logits, target)
         diagnostics["equi_top1"] = positive_top1(logits, target)
