@@ -7,8 +7,9 @@ On CUDA, `augment.apply` computes every op on every image and selects with torch
 data-dependent shapes, no host sync). The GPU then runs one kernel or more per aten op, so the
 op count of a step is what its launch overhead scales with. This forces that branch on the CPU
 (`augment._compute_all`), runs what a training step runs for one batch (x_o, two views, encode),
-and counts the aten ops with a TorchDispatchMode, after one warm-up call that fills the caches.
-Last line per preset: `ops=<count>`.
+and counts the aten ops with a TorchDispatchMode, after one warm-up step that fills the caches (the
+encoding statistics are measured once per config). View ops (select, view, split...) are counted
+too; the line says how many ops do more than make a view. Last line per preset: `ops=<count>`.
 """
 
 import argparse
@@ -22,12 +23,16 @@ from equimod_edu.augment import AugmentationConfig
 
 
 class CountOps(TorchDispatchMode):
+    """Counts aten ops by name; `views` counts those that only make a view (no kernel on a GPU)."""
+
     def __init__(self):
         super().__init__()
         self.names = collections.Counter()
+        self.views = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.names[func.overloadpacket.__name__] += 1
+        self.views += func.is_view
         return func(*args, **(kwargs or {}))
 
 
@@ -43,13 +48,15 @@ def main(argv=None) -> None:
         side = args.image_size or min(cfg.size, 64)
         images = torch.randint(0, 256, (args.batch, 3, side, side), dtype=torch.uint8)
         generator = torch.Generator().manual_seed(0)
-        cfg.views(images, generator)  # warm-up: per-device caches of the statistics
+        warm = cfg.views(images, generator)  # warm-up: per-device caches of the statistics
+        cfg.encode(warm.params_1)
         with CountOps() as count:
             views = cfg.views(images, generator)
             cfg.encode(views.params_1), cfg.encode(views.params_2)
         total = sum(count.names.values())
         top = ", ".join(f"{op} {n}" for op, n in count.names.most_common(6))
-        print(f"{name}: batch {args.batch}, {side}x{side} inputs: {total} aten ops for x_o + two views + encode ({top})")
+        print(f"{name}: batch {args.batch}, {side}x{side} inputs: {total} aten ops for x_o + two views + encode, "
+              f"{total - count.views} of them more than a view ({top})")
         print(f"ops={total}")
 
 

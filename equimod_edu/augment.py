@@ -14,6 +14,14 @@ are (CPU or CUDA). It reproduces the torchvision pipeline of SimCLR / BYOL, in t
     RandomResizedCrop -> HorizontalFlip -> ColorJitter (random order, p) -> Grayscale (p)
     -> GaussianBlur (p) -> Solarize (p) -> Normalize
 
+Two paths, the same pixels. On a CPU each op runs only on the images that draw it (a subset). On
+a GPU (`_compute_all`) every op runs on every image and torch.where keeps the right result: no
+data-dependent shape, so no host synchronisation; the colour jitter rotates the hue once, between
+blends (``functional.jitter_every_image``), and `views` draws both views' parameters in one
+torch.rand (`sample_views_together`). A GPU pays per kernel launch, so that path is counted in
+aten ops by ``benchmarks/augment_ops.py``. The CPU draw order (`DRAWS`) is the stream every
+shipped result was trained with.
+
 The file reads in that order: parameters -> config -> sample -> apply -> encode. The pixel
 operations themselves are pure functions in ``functional.py``, and each matches its twin in
 ``torchvision.transforms.v2.functional`` for the same parameters (tested in
@@ -360,15 +368,23 @@ class AugmentationConfig:
 
         images (N, 3, H, W). Parameters are drawn for all N images; `rows` then keeps a share of
         them (one process's share of a global batch: every process draws the same parameters).
+        On a CPU the views come from sample_pair's stream; on a GPU from one joint draw
+        (sample_views_together: the same distribution, other numbers).
         """
         check_images(images)
-        p1, p2 = self.sample_pair(images.shape[0], tuple(images.shape[-2:]), generator, images.device)
+        n, size = images.shape[0], tuple(images.shape[-2:])
+        if not _compute_all(images):
+            p1, p2 = self.sample_pair(n, size, generator, images.device)
+            if rows is not None:
+                images, p1, p2 = images[rows], p1[rows], p2[rows]
+            return Views(self.original(images), apply(images, p1, self), apply(images, p2, self), p1, p2)
+        # The GPU path: both views drawn at once and applied in one pass (a fraction of the launches).
+        both = sample_views_together(self, n, size, generator, images.device)
+        p1, p2 = both[:n], both[n:]
         if rows is not None:
             images, p1, p2 = images[rows], p1[rows], p2[rows]
-        if _compute_all(images):  # the GPU path: both views in one pass, half the kernel launches
-            x_1, x_2 = apply(torch.cat([images, images]), AugmentationParams.cat([p1, p2]), self).chunk(2)
-        else:
-            x_1, x_2 = apply(images, p1, self), apply(images, p2, self)
+            both = AugmentationParams.cat([p1, p2])
+        x_1, x_2 = apply(torch.cat([images, images]), both, self).chunk(2)
         return Views(self.original(images), x_1, x_2, p1, p2)
 
     @property
@@ -431,24 +447,43 @@ class AugmentationConfig:
 # --------------------------------------------------------------------------------------------
 # Sampling
 # --------------------------------------------------------------------------------------------
-def _uniform(n, low, high, generator, device) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=generator, device=device)
+# The uniform numbers behind one view's parameters, in the order they are drawn. With the seed, this
+# order fixes every result trained on a CPU, so a new parameter's draw goes at the end.
+DRAWS = (("area", 10), ("log_ratio", 10), ("top", 1), ("left", 1), ("flip", 1), ("jitter", 1), ("order", 4),
+         ("brightness", 1), ("contrast", 1), ("saturation", 1), ("hue", 1), ("grayscale", 1), ("blur", 1),
+         ("sigma", 1), ("solarize", 1))
 
 
-def _bernoulli(n, p, generator, device) -> torch.Tensor:
-    return torch.rand(n, generator=generator, device=device) < p
+def draw_uniforms(rows: int, generator=None, device=None, together: bool = False) -> dict[str, torch.Tensor]:
+    """U[0, 1) numbers for `rows` images: DRAWS name -> (rows,) tensor, or (rows, width) for width > 1.
+
+    together=False: one torch.rand per name, in DRAWS order (the CPU path: the stream the shipped
+    results were trained with). together=True: one torch.rand (rows, 36) split into the names, the
+    same distribution in one kernel instead of 15 (the GPU path, where every launch costs).
+    """
+    widths = [width for _, width in DRAWS]
+    if together:
+        columns = torch.rand(rows, sum(widths), generator=generator, device=device).split(widths, dim=1)
+    else:
+        columns = [torch.rand(rows, width, generator=generator, device=device) for width in widths]
+    return {name: column[:, 0] if width == 1 else column for (name, width), column in zip(DRAWS, columns)}
 
 
-def sample_crop(n: int, image_size: tuple[int, int], scale, ratio, generator=None, device=None) -> torch.Tensor:
+def _between(u: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """U[0, 1) numbers -> U[low, high)."""
+    return low + (high - low) * u
+
+
+def crop_box(u: dict[str, torch.Tensor], image_size: tuple[int, int], scale, ratio) -> torch.Tensor:
     """RandomResizedCrop.get_params for n images at once -> (N, 4) top, left, height, width fractions.
 
+    u holds the uniforms "area", "log_ratio" (N, 10) and "top", "left" (N,) (see draw_uniforms).
     As torchvision: up to 10 tries of (area, log-uniform aspect ratio) rounded to whole pixels,
     kept if the box fits; images where no try fits get the central crop clamped to `ratio`.
     """
     height, width = image_size
-    tries = 10
-    area = height * width * _uniform((n, tries), scale[0], scale[1], generator, device)
-    log_ratio = _uniform((n, tries), math.log(ratio[0]), math.log(ratio[1]), generator, device)
+    area = height * width * _between(u["area"], scale[0], scale[1])
+    log_ratio = _between(u["log_ratio"], math.log(ratio[0]), math.log(ratio[1]))
     aspect = torch.exp(log_ratio)
     w = torch.round(torch.sqrt(area * aspect))
     h = torch.round(torch.sqrt(area / aspect))
@@ -465,18 +500,51 @@ def sample_crop(n: int, image_size: tuple[int, int], scale, ratio, generator=Non
         fw, fh = width, height
     w = torch.where(found, w, torch.full_like(w, fw))
     h = torch.where(found, h, torch.full_like(h, fh))
-    top = torch.floor(torch.rand(n, generator=generator, device=device) * (height - h + 1))
-    left = torch.floor(torch.rand(n, generator=generator, device=device) * (width - w + 1))
+    top = torch.floor(u["top"] * (height - h + 1))
+    left = torch.floor(u["left"] * (width - w + 1))
     top = torch.where(found, top, torch.div(height - h, 2, rounding_mode="floor"))
     left = torch.where(found, left, torch.div(width - w, 2, rounding_mode="floor"))
     return torch.stack([top / height, left / width, h / height, w / width], dim=1)
 
 
-def sample(config: AugmentationConfig, n: int, image_size=None, generator=None, device=None,
-           view: int = 0) -> AugmentationParams:
-    """Draw per-image augmentation parameters for a batch (see AugmentationConfig.sample)."""
-    if view not in (0, 1):
-        raise ValueError(f"view must be 0 or 1, got {view!r}")
+def sample_crop(n: int, image_size: tuple[int, int], scale, ratio, generator=None, device=None) -> torch.Tensor:
+    """crop_box of n images with fresh uniforms -> (N, 4) top, left, height, width fractions."""
+    u = {name: torch.rand(n, width, generator=generator, device=device).squeeze(1)
+         for name, width in DRAWS[:4]}  # area, log_ratio, top, left
+    return crop_box(u, image_size, scale, ratio)
+
+
+def params_from_uniforms(config: AugmentationConfig, u: dict[str, torch.Tensor], image_size: tuple[int, int],
+                         blur_p, solarize_p) -> AugmentationParams:
+    """Turn uniforms (draw_uniforms) into the parameters of the config's distribution.
+
+    blur_p, solarize_p: this view's probabilities, floats or (N,) tensors (a row's view decides).
+    A Bernoulli(p) draw is u < p; a uniform in [low, high) is low + (high - low) * u.
+    """
+    c = config
+    crop = crop_box(u, image_size, c.crop_scale, c.crop_ratio)
+    flip = u["flip"] < c.flip_p
+
+    jitter = u["jitter"] < c.jitter_p
+    order = torch.argsort(u["order"], dim=1)  # a permutation per image
+    factors = {name: _between(u[name], max(0.0, 1 - s), 1 + s)
+               for name, s in (("brightness", c.brightness), ("contrast", c.contrast), ("saturation", c.saturation))}
+    hue = _between(u["hue"], -c.hue, c.hue)
+    # Without jitter the parameters say what was done: nothing (identity factors, order 0 1 2 3).
+    order = torch.where(jitter[:, None], order, torch.arange(4, device=order.device))
+    factors = {k: torch.where(jitter, v, torch.ones_like(v)) for k, v in factors.items()}
+    hue = torch.where(jitter, hue, torch.zeros_like(hue))
+
+    grayscale = u["grayscale"] < c.gray_p
+    blur = u["blur"] < blur_p
+    sigma = torch.where(blur, _between(u["sigma"], c.blur_sigma[0], c.blur_sigma[1]), torch.zeros_like(u["sigma"]))
+    solarize = u["solarize"] < solarize_p
+    return AugmentationParams(crop=crop, flip=flip, jitter=jitter, order=order, hue=hue, grayscale=grayscale,
+                              blur=blur, sigma=sigma, solarize=solarize, **factors)
+
+
+def _check_sampling(n: int, generator, device) -> Optional[torch.device]:
+    """Raise ValueError for a bad batch size or a generator on another device; return the device."""
     if n <= 0:
         raise ValueError(f"n must be a positive number of images, got {n}")
     if generator is not None:
@@ -484,28 +552,37 @@ def sample(config: AugmentationConfig, n: int, image_size=None, generator=None, 
         if device.type != generator.device.type:
             raise ValueError(f"the generator is on {generator.device} but the batch on {device}; "
                              f"create it with torch.Generator(device={str(device)!r})")
-    image_size = image_size or (config.size, config.size)
-    c, g = config, generator
+    return device
 
-    crop = sample_crop(n, image_size, c.crop_scale, c.crop_ratio, g, device)
-    flip = _bernoulli(n, c.flip_p, g, device)
 
-    jitter = _bernoulli(n, c.jitter_p, g, device)
-    order = torch.argsort(torch.rand(n, 4, generator=g, device=device), dim=1)  # a permutation per image
-    factors = {name: _uniform(n, max(0.0, 1 - s), 1 + s, g, device)
-               for name, s in (("brightness", c.brightness), ("contrast", c.contrast), ("saturation", c.saturation))}
-    hue = _uniform(n, -c.hue, c.hue, g, device)
-    # Without jitter the parameters say what was done: nothing (identity factors, order 0 1 2 3).
-    order = torch.where(jitter[:, None], order, torch.arange(4, device=order.device))
-    factors = {k: torch.where(jitter, v, torch.ones_like(v)) for k, v in factors.items()}
-    hue = torch.where(jitter, hue, torch.zeros_like(hue))
+def sample(config: AugmentationConfig, n: int, image_size=None, generator=None, device=None,
+           view: int = 0) -> AugmentationParams:
+    """Draw per-image augmentation parameters for a batch (see AugmentationConfig.sample)."""
+    if view not in (0, 1):
+        raise ValueError(f"view must be 0 or 1, got {view!r}")
+    device = _check_sampling(n, generator, device)
+    u = draw_uniforms(n, generator, device)
+    return params_from_uniforms(config, u, image_size or (config.size, config.size),
+                                config.view_value("blur_p", view), config.view_value("solarize_p", view))
 
-    grayscale = _bernoulli(n, c.gray_p, g, device)
-    blur = _bernoulli(n, c.view_value("blur_p", view), g, device)
-    sigma = torch.where(blur, _uniform(n, c.blur_sigma[0], c.blur_sigma[1], g, device), torch.zeros(n, device=device))
-    solarize = _bernoulli(n, c.view_value("solarize_p", view), g, device)
-    return AugmentationParams(crop=crop, flip=flip, jitter=jitter, order=order, hue=hue, grayscale=grayscale,
-                              blur=blur, sigma=sigma, solarize=solarize, **factors)
+
+def sample_views_together(config: AugmentationConfig, n: int, image_size=None, generator=None,
+                          device=None) -> AugmentationParams:
+    """Both views' parameters of n images from one draw: 2n rows, view 0 settings first (the GPU path).
+
+    The same distribution as sample_pair, other numbers: use it where launches cost, not where a
+    CPU result must be reproduced (sample_pair's stream is the one the shipped results used).
+    """
+    device = _check_sampling(n, generator, device)
+    u = draw_uniforms(2 * n, generator, device, together=True)
+    second = torch.arange(2 * n, device=device) >= n  # the rows of view 1
+
+    def per_view(name):
+        p0, p1 = config.view_value(name, 0), config.view_value(name, 1)
+        return p0 if p0 == p1 else torch.where(second, p1, p0)
+
+    return params_from_uniforms(config, u, image_size or (config.size, config.size),
+                                per_view("blur_p"), per_view("solarize_p"))
 
 
 def _compute_all(images: torch.Tensor) -> bool:
@@ -523,8 +600,8 @@ def _where(mask: torch.Tensor, op, images: torch.Tensor, *args: torch.Tensor) ->
     if _compute_all(images):
         return torch.where(mask.view(-1, 1, 1, 1), op(images, *args), images)
     index = mask.nonzero().squeeze(1)
-    if index.numel() > 0:
-        images[index] = op(images[index], *(a[index] for a in args))
+    if index.numel() > 0:  # index_select: the same rows as images[index], several times faster on a CPU
+        images[index] = op(images.index_select(0, index), *(a[index] for a in args))
     return images
 
 

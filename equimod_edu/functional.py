@@ -151,25 +151,41 @@ def adjust_saturation(images: torch.Tensor, factor: torch.Tensor) -> torch.Tenso
     return _blend(images, rgb_to_grayscale(images), factor)
 
 
+def _is_max(channel: torch.Tensor, maxc: torch.Tensor) -> torch.Tensor:
+    """1.0 where channel == maxc (maxc >= channel everywhere), else 0.0: a float mask.
+
+    Selecting with float masks (a * m + b * (1 - m), m in {0, 1}) gives the same bits as
+    torch.where for finite values, and is several times faster on a CPU, where torch.where on a
+    boolean mask is not vectorised.
+    """
+    return (maxc - channel).sign_().neg_().add_(1)
+
+
 def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Rotate the hue of each image by shift (N,) turns, keeping HSV value and saturation.
 
     In HSV, with V = max(R, G, B), C = V - min(R, G, B) and the hue H in [0, 6), the channels are
     V - C * clamp(min(k, 4 - k), 0, 1) with k = (n + H) mod 6 and n = 5, 3, 1 for R, G, B.
     Rotating the hue adds 6 * shift to H: no detour through a full HSV image is needed.
+    The in-place steps (`op_`) only save memory allocations (a third of the time on a CPU).
     """
     r, g, b = images.unbind(dim=1)
-    maxc = torch.maximum(torch.maximum(r, g), b)
-    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
-    inv = 1.0 / torch.where(chroma > 0, chroma, 1.0)  # grey pixels (C = 0) keep any hue
-    # hue sector by the largest channel: R -> (G - B) / C, G -> 2 + (B - R) / C, B -> 4 + (R - G) / C
-    hue6 = torch.where(maxc == r, (g - b) * inv, torch.where(maxc == g, (b - r) * inv + 2, (r - g) * inv + 4))
-    hue6 += 6.0 * shift.float().view(-1, 1, 1)
-    channels = []
-    for n in (5.0, 3.0, 1.0):
-        k = torch.remainder(hue6 + n, 6.0)
-        channels.append(maxc - chroma * torch.minimum(k, 4.0 - k).clamp_(0, 1))
-    return torch.stack(channels, dim=1)
+    maxc = torch.maximum(torch.maximum(r, g), b)                                  # V, (N, H, W)
+    chroma = maxc - torch.minimum(torch.minimum(r, g), b)                         # C
+    inv = chroma.clamp(min=torch.finfo(chroma.dtype).tiny).reciprocal_()  # 1 / C; grey pixels (C = 0) get H = 0
+    # the hue sector by the largest channel (the first one on ties):
+    # R -> (G - B) / C, G -> 2 + (B - R) / C, B -> 4 + (R - G) / C
+    on_r = _is_max(r, maxc)
+    on_g = _is_max(g, maxc).mul_(1 - on_r)
+    on_b = (1 - on_r).sub_(on_g)
+    hue6 = (g - b).mul_(inv).mul_(on_r)
+    hue6 += (b - r).mul_(inv).add_(2).mul_(on_g)
+    hue6 += (r - g).mul_(inv).add_(4).mul_(on_b)
+    hue6 += 6.0 * shift.float().view(-1, 1, 1)                                    # the rotation
+    n = torch.arange(5.0, 0.0, -2.0, device=images.device).view(1, 3, 1, 1)       # 5, 3, 1: made on the device
+    k = (hue6.unsqueeze(1) + n).remainder_(6.0)                                   # (N, 3, H, W)
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0, 1).mul_(chroma.unsqueeze(1))       # C * clamp(min(k, 4 - k), 0, 1)
+    return ramp.neg_().add_(maxc.unsqueeze(1))                                    # V - that
 
 
 def grayscale(images: torch.Tensor) -> torch.Tensor:
@@ -199,25 +215,37 @@ def solarize(images: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
 JITTER_FUNCTIONS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 
+def _blend_every_image(images: torch.Tensor, op: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """One blend f * x + (1 - f) * target for every image, its target chosen by op (N,): black for
+    brightness (0), the mean grey for contrast (1), the grey image for saturation (2). factor (N,);
+    a factor of 1 leaves an image exactly as it is (1 * x + 0 * target = x, and x is in [0, 1])."""
+    gray = rgb_to_grayscale(images)
+    target = torch.where((op == 1).view(-1, 1, 1, 1), gray.mean(dim=(1, 2, 3), keepdim=True), gray) * _col(op != 0)
+    return (_col(factor) * images + (1 - _col(factor)) * target).clamp_(0, 1)  # _blend's arithmetic, bit for bit
+
+
 def jitter_every_image(images: torch.Tensor, jitter: torch.Tensor, order: torch.Tensor, factors: torch.Tensor,
                        hue: torch.Tensor) -> torch.Tensor:
     """Colour jitter in each image's own op order, every image computed at every step (the GPU path).
 
     images (N, 3, H, W) in [0, 1]; jitter (N,) bool; order (N, 4) op indices (brightness 0,
     contrast 1, saturation 2, hue 3) in applied order; factors (N, 3) the brightness, contrast and
-    saturation factors; hue (N,) shift in turns. The three blends are one blend
-    f * x + (1 - f) * target with per-image targets (black, the mean grey, the grey image), so a step
-    costs one blend and one hue rotation for all images, and torch.where keeps each image's own op:
-    no data-dependent shape. The same pixels as applying the four ops to the selected images only.
+    saturation factors; hue (N,) shift in turns. Every jittered image runs the hue rotation exactly
+    once, with blends before and after it. So the batch goes through three blend steps (the ops
+    before its hue step), one hue rotation, then three blend steps (the ops after it); a blend an
+    image does not run there gets factor 1, which leaves it unchanged, and torch.where keeps the hue
+    rotation of jittered images only. No data-dependent shape, one hue rotation instead of four,
+    and the same pixels as applying the four ops to the selected images only.
     """
+    steps = torch.arange(4, device=order.device)
+    hue_step = order.argsort(dim=1)[:, 3:]                                    # (N, 1) the step that rotates hue
+    factor = factors.gather(1, order.clamp(max=2))                            # (N, 4) each step's blend factor
+    before = torch.where(jitter[:, None] & (steps < hue_step), factor, 1.0)  # 1: not a blend before the hue
+    after = torch.where(jitter[:, None] & (steps > hue_step), factor, 1.0)
     x = images
-    for step in range(4):
-        op = order[:, step]
-        is_blend, is_hue = jitter & (op < 3), jitter & (op == 3)
-        factor = _col(factors.gather(1, op.clamp(max=2)[:, None])[:, 0])
-        gray = rgb_to_grayscale(x)
-        target = torch.where((op == 1).view(-1, 1, 1, 1), gray.mean(dim=(1, 2, 3), keepdim=True), gray) * _col(op != 0)
-        blended = (factor * x + (1 - factor) * target).clamp_(0, 1)  # _blend's arithmetic, to the last bit
-        rotated = adjust_hue(x, torch.where(is_hue, hue, torch.zeros_like(hue)))
-        x = torch.where(is_hue.view(-1, 1, 1, 1), rotated, torch.where(is_blend.view(-1, 1, 1, 1), blended, x))
+    for step in range(3):
+        x = _blend_every_image(x, order[:, step], before[:, step])
+    x = torch.where(jitter.view(-1, 1, 1, 1), adjust_hue(x, hue), x)
+    for step in range(1, 4):
+        x = _blend_every_image(x, order[:, step], after[:, step])
     return x

@@ -198,30 +198,58 @@ def test_full_pipeline_matches_torchvision(preset):
         assert (got - want).abs().max() < 1e-4
 
 
-def test_gpu_style_selection_gives_the_same_pixels(monkeypatch):
-    """The CUDA branch (compute all, then torch.where) equals the CPU branch (compute the subset)."""
-    cfg = AugmentationConfig.byol_cifar10()
-    x = images_uint8()
-    p = cfg.sample(N, generator=gen(5), view=1)
-    subset = apply(x, p, cfg)
-    monkeypatch.setattr(augment, "_compute_all", lambda images: True)
-    everything = apply(x, p, cfg)
-    assert (subset - everything).abs().max() < 1e-6
+@pytest.mark.parametrize("preset", ["cifar10", "byol_cifar10", "synthetic"])
+def test_gpu_style_selection_gives_the_same_pixels_bit_for_bit(monkeypatch, preset):
+    """The CUDA branch (every op on every image, the hue rotation once between blends of factor 1,
+    torch.where) gives the CPU branch's pixels (each op on its selected subset), to the last bit."""
+    cfg = AugmentationConfig.preset(preset)
+    x = images_uint8(256)  # enough images for all 24 jitter orders
+    for view in (0, 1):
+        p = cfg.sample(256, generator=gen(5 + view), view=view)
+        monkeypatch.setattr(augment, "_compute_all", lambda images: False)
+        subset = apply(x, p, cfg)
+        monkeypatch.setattr(augment, "_compute_all", lambda images: True)
+        everything = apply(x, p, cfg)
+        assert torch.equal(subset, everything), (preset, view)
 
 
-def test_on_the_gpu_path_both_views_come_from_one_pass_with_the_same_pixels(monkeypatch):
-    """views() applies both views in one call on the CUDA branch (half the launches); same views as two calls."""
+def test_on_the_gpu_path_both_views_are_drawn_together_and_made_in_one_pass(monkeypatch):
+    """views() on the CUDA branch draws both views at once (sample_views_together), applies them in
+    one call of 2N images, and each view is exactly apply() of its own parameters; a process's
+    share (rows) holds the same rows of the same draw."""
     cfg = AugmentationConfig.byol_cifar10()
     x = images_uint8()
-    separate = cfg.views(x, gen(8))
     calls = []
     monkeypatch.setattr(augment, "_compute_all", lambda images: True)
     monkeypatch.setattr(augment, "apply", lambda *a, **k: calls.append(len(a[0])) or apply(*a, **k))
     together = cfg.views(x, gen(8))
     assert calls == [2 * N]
-    for name in ("x_o", "x_1", "x_2"):
-        assert (getattr(separate, name) - getattr(together, name)).abs().max() < 1e-6, name
-    assert torch.equal(separate.params_2.order, together.params_2.order)
+    share = cfg.views(x, gen(8), rows=slice(8, 24))
+    monkeypatch.setattr(augment, "_compute_all", lambda images: False)
+    for params, view, local_params, local_view in ((together.params_1, together.x_1, share.params_1, share.x_1),
+                                                   (together.params_2, together.x_2, share.params_2, share.x_2)):
+        assert torch.equal(apply(x, params, cfg), view)
+        assert torch.equal(local_params.crop, params.crop[8:24]) and torch.equal(local_view, view[8:24])
+    assert not torch.equal(together.params_1.crop, together.params_2.crop)  # two independent views
+
+
+def test_views_drawn_together_follow_the_distribution_of_sample_pair():
+    """One draw for both views (the GPU path) and sample_pair (the CPU stream) give the same
+    distribution, the per-view probabilities included (BYOL: blur 1.0 / 0.1, solarize 0 / 0.2)."""
+    cfg, n = AugmentationConfig.byol_cifar10(), 20000
+    both = augment.sample_views_together(cfg, n, generator=gen(0))
+    assert len(both) == 2 * n
+    for ours, ref in zip((both[:n], both[n:]), cfg.sample_pair(n, generator=gen(1))):
+        for name in ("flip", "jitter", "grayscale", "blur", "solarize"):
+            assert abs(getattr(ours, name).float().mean() - getattr(ref, name).float().mean()) < 0.02, name
+        for name in ("brightness", "contrast", "saturation", "hue", "sigma"):
+            assert abs(getattr(ours, name).mean() - getattr(ref, name).mean()) < 0.02, name
+        assert torch.allclose(ours.crop.mean(0), ref.crop.mean(0), atol=0.01)
+        assert torch.equal(ours.order.sort(dim=1).values, torch.arange(4).expand(n, 4))  # permutations
+    first, second = both[:n], both[n:]
+    assert first.blur.all() and abs(second.blur.float().mean() - 0.1) < 0.01
+    assert not first.solarize.any() and abs(second.solarize.float().mean() - 0.2) < 0.01
+    assert torch.equal(first.sigma > 0, first.blur)
 
 
 def test_uint8_and_float_inputs_agree_and_normalisation():
@@ -403,3 +431,18 @@ def test_kernel_size_follows_simclr():
     assert AugmentationConfig.cifar10().kernel_size == 3
     assert AugmentationConfig.imagenet().kernel_size == 23
     assert math.isclose(AugmentationConfig.imagenet().view_value("blur_p", 1), 0.5)
+
+
+def test_the_cpu_draws_are_the_stream_the_shipped_results_were_trained_with():
+    """sample_pair on a CPU generator: the values every shipped checkpoint and result was trained with
+    (recorded before the GPU path got its own joint draw). A change here invalidates data/pretrained
+    and data/results: retrain them, or keep the CPU stream."""
+    p1, p2 = AugmentationConfig.byol_cifar10().sample_pair(3, generator=gen(0))
+    assert p1.crop.flatten().tolist() == [0.15625, 0.1875, 0.8125, 0.71875, 0.21875, 0.25, 0.6875, 0.6875,
+                                          0.03125, 0.03125, 0.78125, 0.9375]
+    assert p1.order.tolist() == [[0, 1, 2, 3], [1, 3, 2, 0], [3, 0, 2, 1]]
+    assert p2.order.tolist() == [[1, 0, 3, 2], [0, 1, 2, 3], [0, 1, 3, 2]]
+    assert torch.allclose(p1.brightness, torch.tensor([1.0, 0.932616, 0.934176]), atol=1e-6)
+    assert torch.allclose(p2.hue, torch.tensor([0.064462, 0.0, -0.068651]), atol=1e-6)
+    assert torch.allclose(p1.sigma, torch.tensor([0.635776, 0.810899, 0.145032]), atol=1e-6)
+    assert p1.grayscale.tolist() == [False, False, True] and p2.flip.tolist() == [True, False, True]
