@@ -620,7 +620,10 @@ def apply(images: torch.Tensor, params: AugmentationParams, config: Optional[Aug
     check_images(images)
     check_params(images, params)
     p = params
-    x = resized_crop(to_float(images), p.crop, p.flip, config.size, config.interpolation).clamp_(0, 1)
+    # uint8 -> float in the (N, H, 3, W) memory layout that resized_crop multiplies in: its (N, H, 3W)
+    # view of the images is then free, and the copy is made of bytes, not floats
+    x = to_float(images.permute(0, 2, 1, 3).contiguous()).permute(0, 2, 1, 3)
+    x = resized_crop(x, p.crop, p.flip, config.size, config.interpolation).clamp_(0, 1)
 
     # Colour jitter: at step s each image runs its own op order[:, s] (a per-image random order).
     if _compute_all(x):
