@@ -71,7 +71,7 @@ class AugmentationParams:
     crop:           (N, 4) float  top, left, height, width as fractions of the input image
     flip:           (N,)   bool   horizontal flip after the crop
     jitter:         (N,)   bool   colour jitter applied
-    order:          (N, 4) long   jitter op indices (see JITTER_OPS) in the order applied
+    order:          (N, 4) long   jitter op indices (see JITTER_OPS) in the order applied: a permutation
     brightness, contrast, saturation: (N,) float  multiplicative factors (1 = identity)
     hue:            (N,)   float  hue shift in turns, in [-0.5, 0.5] (0 = identity)
     grayscale:      (N,)   bool

@@ -45,6 +45,12 @@ def check_params(images: torch.Tensor, params) -> None:
     if params.device != images.device:
         raise ValueError(f"params are on {params.device} but images on {images.device}; "
                          "use params.to(images.device) or sample on the images' device")
+    # Each jitter op runs once, as in ColorJitter (the GPU path relies on it). Checked on CPU only:
+    # on a GPU it would cost a host synchronisation.
+    if params.order.device.type == "cpu" and len(params) and not torch.equal(
+            params.order.sort(dim=1).values, torch.arange(4).expand(len(params), 4)):
+        raise ValueError("params.order must hold a permutation of 0, 1, 2, 3 in every row "
+                         "(each jitter op once, as torchvision's ColorJitter)")
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -393,6 +393,14 @@ def test_params_from_another_batch_or_device_are_rejected():
         cfg.sample(4, generator=torch.Generator(), device="meta")
 
 
+def test_a_jitter_order_that_is_not_a_permutation_is_rejected():
+    cfg = AugmentationConfig.cifar10()
+    p = cfg.sample(4, generator=gen(0))
+    p.order[2] = torch.tensor([0, 0, 1, 1])  # brightness twice, hue never
+    with pytest.raises(ValueError, match="permutation"):
+        apply(images_uint8(4), p, cfg)
+
+
 @pytest.mark.parametrize("field,value,match", [
     ("crop_scale", (0.0, 1.0), "crop_scale"), ("crop_scale", (0.2, 1.5), "crop_scale"),
     ("crop_scale", (0.8, 0.2), "crop_scale"), ("crop_ratio", (-1, 2), "crop_ratio"),
