@@ -161,8 +161,8 @@ def _is_max(channel: torch.Tensor, maxc: torch.Tensor) -> torch.Tensor:
     """1.0 where channel == maxc (maxc >= channel everywhere), else 0.0: a float mask.
 
     Selecting with float masks (a * m + b * (1 - m), m in {0, 1}) gives the same bits as
-    torch.where for finite values, and is several times faster on a CPU, where torch.where on a
-    boolean mask is not vectorised.
+    torch.where for finite values, and on a CPU it is vectorised where torch.where on a boolean
+    mask is not (adjust_hue measured 1.45x faster with float masks and in-place steps).
     """
     return (maxc - channel).sign_().neg_().add_(1)
 
@@ -173,7 +173,7 @@ def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     In HSV, with V = max(R, G, B), C = V - min(R, G, B) and the hue H in [0, 6), the channels are
     V - C * clamp(min(k, 4 - k), 0, 1) with k = (n + H) mod 6 and n = 5, 3, 1 for R, G, B.
     Rotating the hue adds 6 * shift to H: no detour through a full HSV image is needed.
-    The in-place steps (`op_`) only save memory allocations (a third of the time on a CPU).
+    The in-place steps (`op_`) only save memory allocations.
     """
     r, g, b = images.unbind(dim=1)
     maxc = torch.maximum(torch.maximum(r, g), b)                                  # V, (N, H, W)
