@@ -98,7 +98,8 @@ def execute_notebook(notebook, workdir, *, kernel_name: str = "python3", timeout
     kernel spec `kernel_name` as Jupyter finds it (see write_kernel_of_this_python), with `env` added to
     this process's environment. A cell that raises is never retried: CellError, whose str is one line.
     A cell that gets no reply within `timeout` s (seen once in CI: the kernel idle, nbclient still
-    waiting) gets another try with a fresh kernel, up to `attempts` in all; then CellTimeoutError.
+    waiting), or a kernel that dies (seen on an overloaded machine), gets another try with a fresh
+    kernel, up to `attempts` in all; then CellTimeoutError or DeadKernelError.
     """
     import nbclient
     import nbformat
@@ -119,10 +120,12 @@ def execute_notebook(notebook, workdir, *, kernel_name: str = "python3", timeout
             return nb
         except nbclient.exceptions.CellExecutionError as error:
             raise CellError(_describe_failure(nb, name, error), str(error)) from error
-        except nbclient.exceptions.CellTimeoutError:
+        except (nbclient.exceptions.CellTimeoutError, nbclient.exceptions.DeadKernelError) as error:
             if attempt == attempts:
                 raise
-            log(f"{name}: no reply within {timeout} s; retrying once with a fresh kernel")
+            what = "the kernel died" if isinstance(error, nbclient.exceptions.DeadKernelError) \
+                else f"no reply within {timeout} s"
+            log(f"{name}: {what}; retrying with a fresh kernel (attempt {attempt + 1} of {attempts})")
     raise ValueError(f"attempts must be at least 1, not {attempts}")
 
 
@@ -209,7 +212,7 @@ def _execute(path: Path, source, scratch: Path, kernel: str, timeout: int, mode:
         raise BookError(f"{path.name}: a cell gave no reply within {timeout} s, twice (--timeout allows more)",
                         str(error)) from error
     except nbclient.exceptions.DeadKernelError as error:
-        raise BookError(f"{path.name}: the kernel died ({' '.join(str(error).split())})", str(error)) from error
+        raise BookError(f"{path.name}: the kernel died, twice ({' '.join(str(error).split())})", str(error)) from error
 
 
 # ---------------------------------------------------------------- the build

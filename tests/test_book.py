@@ -77,3 +77,27 @@ def test_an_unknown_notebook_number_is_a_clear_error_before_any_kernel_starts(tm
     last = done.stderr.strip().splitlines()[-1]
     assert "--only 01,99: no notebook numbered 99" in last and "(there are 01, 02" in last, done.stderr
     assert not (tmp_path / "book").exists()
+
+
+@pytest.mark.slow
+def test_a_kernel_that_dies_once_gets_a_fresh_one_and_one_that_always_dies_fails(tmp_path, kernel_of_this_python):
+    """execute_notebook retries a dead kernel once (an overloaded machine kills one now and then);
+    a notebook that kills every kernel still fails, with DeadKernelError."""
+    import nbclient
+
+    from equimod_edu.book import execute_notebook
+
+    marker = tmp_path / "died_once"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+                    f"import os, pathlib\nif not pathlib.Path({str(marker)!r}).exists():\n"
+                    f"    pathlib.Path({str(marker)!r}).touch()\n    os._exit(1)"),
+                nbformat.v4.new_code_cell("print('second kernel')")]
+    said = []
+    done = execute_notebook(nb, tmp_path / "once", kernel_name=kernel_of_this_python, timeout=60, log=said.append)
+    assert marker.exists() and "second kernel" in done.cells[1].outputs[0]["text"]
+    assert said == ["notebook: the kernel died; retrying with a fresh kernel (attempt 2 of 2)"]
+    nb.cells = [nbformat.v4.new_code_cell("import os\nos._exit(1)")]
+    with pytest.raises(nbclient.exceptions.DeadKernelError):
+        execute_notebook(nb, tmp_path / "always", kernel_name=kernel_of_this_python, timeout=60, log=said.append)
+    assert len(said) == 2
