@@ -448,7 +448,7 @@ class AugmentationConfig:
 # Sampling
 # --------------------------------------------------------------------------------------------
 # The uniform numbers behind one view's parameters, in the order they are drawn. With the seed, this
-# order fixes every result trained on a CPU, so a new parameter's draw goes at the end.
+# order fixes every result trained on a CPU: a change to it (a new draw anywhere) means retraining them.
 DRAWS = (("area", 10), ("log_ratio", 10), ("top", 1), ("left", 1), ("flip", 1), ("jitter", 1), ("order", 4),
          ("brightness", 1), ("contrast", 1), ("saturation", 1), ("hue", 1), ("grayscale", 1), ("blur", 1),
          ("sigma", 1), ("solarize", 1))
