@@ -454,19 +454,20 @@ DRAWS = (("area", 10), ("log_ratio", 10), ("top", 1), ("left", 1), ("flip", 1), 
          ("sigma", 1), ("solarize", 1))
 
 
-def draw_uniforms(rows: int, generator=None, device=None, together: bool = False) -> dict[str, torch.Tensor]:
-    """U[0, 1) numbers for `rows` images: DRAWS name -> (rows,) tensor, or (rows, width) for width > 1.
+def draw_uniforms(rows: int, generator=None, device=None, together: bool = False,
+                  draws=DRAWS) -> dict[str, torch.Tensor]:
+    """U[0, 1) numbers for `rows` images: name -> (rows,) tensor, or (rows, width) for width > 1.
 
-    together=False: one torch.rand per name, in DRAWS order (the CPU path: the stream the shipped
-    results were trained with). together=True: one torch.rand (rows, 36) split into the names, the
-    same distribution in one kernel instead of 15 (the GPU path, where every launch costs).
+    together=False: one torch.rand per name, in the order of `draws` (the CPU path: the stream the
+    shipped results were trained with). together=True: one torch.rand (rows, 36) split into the
+    names, the same distribution in one kernel instead of 15 (the GPU path, where every launch costs).
     """
-    widths = [width for _, width in DRAWS]
+    widths = [width for _, width in draws]
     if together:
         columns = torch.rand(rows, sum(widths), generator=generator, device=device).split(widths, dim=1)
     else:
         columns = [torch.rand(rows, width, generator=generator, device=device) for width in widths]
-    return {name: column[:, 0] if width == 1 else column for (name, width), column in zip(DRAWS, columns)}
+    return {name: column[:, 0] if width == 1 else column for (name, width), column in zip(draws, columns)}
 
 
 def _between(u: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -509,8 +510,7 @@ def crop_box(u: dict[str, torch.Tensor], image_size: tuple[int, int], scale, rat
 
 def sample_crop(n: int, image_size: tuple[int, int], scale, ratio, generator=None, device=None) -> torch.Tensor:
     """crop_box of n images with fresh uniforms -> (N, 4) top, left, height, width fractions."""
-    u = {name: torch.rand(n, width, generator=generator, device=device).squeeze(1)
-         for name, width in DRAWS[:4]}  # area, log_ratio, top, left
+    u = draw_uniforms(n, generator, device, draws=DRAWS[:4])  # area, log_ratio, top, left
     return crop_box(u, image_size, scale, ratio)
 
 
@@ -601,7 +601,7 @@ def _where(mask: torch.Tensor, op, images: torch.Tensor, *args: torch.Tensor) ->
         return torch.where(mask.view(-1, 1, 1, 1), op(images, *args), images)
     index = mask.nonzero().squeeze(1)
     if index.numel() > 0:  # index_select: the same rows as images[index], several times faster on a CPU
-        images[index] = op(images.index_select(0, index), *(a[index] for a in args))
+        images[index] = op(images.index_select(0, index), *(a.index_select(0, index) for a in args))
     return images
 
 

@@ -201,14 +201,15 @@ def training_range(aug: AugmentationConfig, name: str) -> TrainingRange:
     whole colour circle: "all hues"); sigma: aug.blur_sigma; flip, grayscale, solarize: on with probability p.
     A colour factor whose jitter never happens (jitter_p or its strength 0) was trained at 1 only.
     """
+    identity = {"crop_scale": 1.0, "crop_ratio": 1.0, "crop_top": 0.0, "crop_left": 0.0, "brightness": 1.0,
+                "contrast": 1.0, "saturation": 1.0, "hue": 0.0, "sigma": 0.0}
+
     def between(low, high, span=None):
         return TrainingRange(name, low, high, identity[name], span or f"{low:.2f}–{high:.2f}")
 
     def on_off(p, span):
         return TrainingRange(name, 0.0, 1.0 if p > 0 else 0.0, 0.0, span if p > 0 else "off only", p)
 
-    identity = {"crop_scale": 1.0, "crop_ratio": 1.0, "crop_top": 0.0, "crop_left": 0.0, "brightness": 1.0,
-                "contrast": 1.0, "saturation": 1.0, "hue": 0.0, "sigma": 0.0}
     jitter = aug.jitter_p > 0
     if name in ("crop_scale", "crop_ratio"):
         return between(*getattr(aug, name))

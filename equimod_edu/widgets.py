@@ -367,6 +367,10 @@ def _rank(query: torch.Tensor, gallery: torch.Tensor) -> int:
 #: Shown under the maps and the table when the panels live in different spaces.
 _SPACES_NOTE = "different spaces: compare cosines, arrows and ranks only between panels of the same space"
 
+def _mixed_spaces(models: dict) -> bool:
+    """Whether compute()'s per-model results live in more than one embedding space."""
+    return len({m["space"] for m in models.values()}) > 1
+
 class DisplacementExplorer(_Explorer):
     """The centrepiece: move an augmentation, watch the embedding move and each model predict it.
 
@@ -490,7 +494,7 @@ class DisplacementExplorer(_Explorer):
                          f"cos(y, y_hat) {result_k['cos_pred']:.3f}   cos(y, y_o) {result_k['cos_invariant']:.3f}\n"
                          f"gain {result_k['gain']:+.3f}   rank {result_k['rank']}/{result_k['gallery']} "
                          f"(y_o: {result_k['rank_invariant']})", fontsize=8)
-        if len({m["space"] for m in r["models"].values()}) > 1:
+        if _mixed_spaces(r["models"]):
             fig.text(0.5, 0.985, _SPACES_NOTE + " (tinted: another space)", ha="center", va="top", fontsize=8)
         if r.get("outside"):
             fig.text(0.5, 0.94, "outside the training range: " + ", ".join(r["outside"]), ha="center", va="top",
@@ -511,7 +515,7 @@ class DisplacementExplorer(_Explorer):
             f'<td class="space" style="text-align: left; padding-left: 8px">{html.escape(m["space"])}</td></tr>'
             for name, m in r["models"].items())
         note = (f'<div class="equimod-spaces" style="font-size: 11px">{_SPACES_NOTE}</div>'
-                if len({m["space"] for m in r["models"].values()}) > 1 else "")
+                if _mixed_spaces(r["models"]) else "")
         return (f'<div class="equimod-params"><b>view:</b> {html.escape(describe_params(r["params"]))}</div>'
                 + _outside_html(r.get("outside", []))
                 + f'<table class="equimod-numbers" style="text-align: right"><tr>{head}</tr>{rows}</table>' + note)
