@@ -2,7 +2,7 @@
 
     python benchmarks/explorer_latency.py
 
-Builds notebook 4's DisplacementExplorer (SimCLR with a post-hoc predictor, and EquiMod) and the
+Builds notebook 5's DisplacementExplorer (SimCLR with a post-hoc predictor, and EquiMod) and the
 AugmentationExplorer, moves the hue and crop sliders, and prints the median and max seconds per
 move (compute + figure). The last line is `ratio=<median seconds / 0.3 s target>` (<= 1 meets it).
 """

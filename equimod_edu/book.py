@@ -14,6 +14,13 @@ widget manager), and written to book/NN_name.html. book/index.html lists them: t
 goals, the mode, the date, the package version, each notebook's seconds.
 
 A failing cell stops the build with one line naming the notebook and the cell, exit status 1.
+
+**The quoting rule.** A number the prose quotes comes from the run at hand, or says where it comes from.
+`unprinted_numbers` reads an executed notebook and lists every decimal number (two or more digits after
+the point) of a markdown cell that no code cell printed or set. A cell that says "full mode" (and not
+"both modes") is checked only in a full-mode run; a cell that names a file it reads from (`data/...`)
+or the paper is not checked here (tests/test_notebooks.py compares those with the files). The build
+prints what it finds; the fast-mode test of every notebook requires that it finds nothing.
 tests/test_notebooks.py executes the notebooks through execute_notebook and renders them with to_html.
 nbclient, nbformat and nbconvert come with JupyterLab; ipykernel with the test extras.
 """
@@ -34,13 +41,18 @@ from pathlib import Path
 from . import __version__
 from .files import atomic_write, os_error_reason
 
-__all__ = ["write_kernel_of_this_python", "execute_notebook", "to_html", "BookError", "CellError", "select", "build",
-           "main"]
+__all__ = ["write_kernel_of_this_python", "execute_notebook", "unprinted_numbers", "to_html", "BookError", "CellError",
+           "select", "build", "main"]
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 PATTERN = "[0-9][0-9]_*.ipynb"
-TIMEOUT_S = {"fast": 300, "full": 3600}  # per cell: a guard against a hung kernel, not a speed target
+TIMEOUT_S = {"fast": 300, "full": 900}  # per cell: a guard against a hung kernel, not a speed target
+
+#: A quoted number: two or more decimals, not part of a longer number or a name ("0.175", "-0.17", "8.33").
+QUOTED_NUMBER = re.compile(r"(?<![\w.])\d+\.\d{2,}(?!\.?\d)")
+#: Labels that send a markdown cell's numbers to a file or the paper instead of the run at hand.
+CITED_ELSEWHERE = ("`data/", "the paper", "Table 1")
 
 
 class BookError(RuntimeError):
@@ -127,6 +139,35 @@ def execute_notebook(notebook, workdir, *, kernel_name: str = "python3", timeout
                 else f"no reply within {timeout} s"
             log(f"{name}: {what}; retrying with a fresh kernel (attempt {attempt + 1} of {attempts})")
     raise ValueError(f"attempts must be at least 1, not {attempts}")
+
+
+def _printed(cell) -> str:
+    """What a code cell set and showed: its source and the text of its outputs (streams, text/plain)."""
+    shown = [o.get("text", "") if o.get("output_type") == "stream" else o.get("data", {}).get("text/plain", "")
+             for o in cell.get("outputs", [])]
+    return "\n".join([cell.source, *(s if isinstance(s, str) else "".join(s) for s in shown)])
+
+
+def unprinted_numbers(nb, mode: str) -> list[tuple[int, str]]:
+    """The quoting rule: [(cell index, number)] for each number of the prose that the run did not print.
+
+    nb: an executed notebook; mode: "fast" or "full", the mode it ran in. A number counts as printed when
+    a code cell's source or text output holds it as a prefix of a number ("0.17" matches a printed
+    "0.175"), signs aside. Cells labelled "full mode" (without "both modes") are skipped in fast mode;
+    cells that cite a file or the paper (CITED_ELSEWHERE) are skipped in both.
+    """
+    printed = "\n".join(_printed(cell) for cell in nb.cells if cell.cell_type == "code")
+    missing = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "markdown" or any(label in cell.source for label in CITED_ELSEWHERE):
+            continue
+        text = cell.source.lower()
+        if mode == "fast" and "full mode" in text and "both modes" not in text:
+            continue
+        for number in dict.fromkeys(QUOTED_NUMBER.findall(cell.source)):
+            if not re.search(rf"(?<![\d.]){re.escape(number)}", printed):
+                missing.append((index, number))
+    return missing
 
 
 def to_html(nb, resources_path=None) -> str:
@@ -253,7 +294,10 @@ def build(paths: list[Path], out: Path, *, full: bool = False, timeout: int | No
                 tic = time.perf_counter()
                 source = nbformat.read(path, as_version=4)
                 executed = _execute(path, source, scratch, kernel, timeout, mode, log)
+                for index, number in unprinted_numbers(executed, mode):
+                    log(f"{path.name}: cell {index} quotes {number}, which this {mode}-mode run did not print")
                 page = f"{path.stem}.html"
+                _write(out / f"{path.stem}.ipynb", nbformat.writes(executed))   # the outputs, to read or open
                 _write(out / page, to_html(executed, resources_path=path.parent))
                 seconds = time.perf_counter() - tic
                 entries.append({"file": path.name, "href": page, "title": _title(source, path.stem),

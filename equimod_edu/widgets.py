@@ -377,7 +377,7 @@ class DisplacementExplorer(_Explorer):
     models: name -> (model, predictor) or (model, predictor, space). predictor None: the model's
     own module (``model.predict``, in y); a :class:`equivariance.PosthocPredictor`: its own standardised
     space (``predictor.embed``); any other callable (y_o, t) -> y_hat: in `space` (default "y").
-    Typical (notebook 4): the same post-hoc recipe on both models, so that those two panels ask the
+    Typical (notebook 5): the same post-hoc recipe on both models, so that those two panels ask the
     same question in the same space (standardised h), and EquiMod's own module as a third panel, in y:
     ``{"SimCLR + post-hoc (h)": (simclr, fit_posthoc_predictor(simclr, images, aug)),
     "EquiMod + post-hoc (h)": (equimod, fit_posthoc_predictor(equimod, images, aug)),

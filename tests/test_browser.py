@@ -315,14 +315,14 @@ def training_mark(page, explorer, control: str) -> str:
 
 
 # ---------------------------------------------------------------- the tests
-#: Notebook 4's panels: the same post-hoc predictor on both models (h), and EquiMod's own module (y).
+#: Notebook 5's panels: the same post-hoc predictor on both models (h), and EquiMod's own module (y).
 PANELS = {"SimCLR + post-hoc (h)", "EquiMod + post-hoc (h)", "EquiMod's own module (y)"}
 OWN = "EquiMod's own module (y)"
 
 
 def test_displacement_explorer_follows_the_hue_slider_in_jupyterlab(playwright_browser, tmp_path, shots):
     tic = time.perf_counter()
-    with explorer_in_jupyterlab(playwright_browser, tmp_path, "04_displacement_explorer.ipynb", shots) as (page, explorer):
+    with explorer_in_jupyterlab(playwright_browser, tmp_path, "05_displacement_explorer.ipynb", shots) as (page, explorer):
         before_text, before_png = wait_for_identity(explorer)
         before = table(before_text)
         assert set(before) == PANELS, before_text

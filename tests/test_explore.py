@@ -341,7 +341,7 @@ def test_the_readout_table_shows_each_models_numbers(explorer):
 
 @pytest.fixture(scope="module")
 def three_panels(models, images):
-    """Notebook 4's panels: the same post-hoc recipe on both models (h), and EquiMod's own module (y)."""
+    """Notebook 5's panels: the same post-hoc recipe on both models (h), and EquiMod's own module (y)."""
     simclr, posthoc = models["SimCLR"]
     equimod = models["EquiMod"][0]
     equimod_posthoc = fit_posthoc_predictor(equimod, images, AUG, epochs=1, pairs=1, embed_dim=8, batch_size=8)

@@ -34,10 +34,10 @@ def code_cells(nb):
 
 
 # ---------------------------------------------------------------- the set of notebooks
-def test_the_course_is_six_numbered_notebooks_in_order():
+def test_the_course_is_seven_numbered_notebooks_in_order():
     names = [p.name for p in NOTEBOOKS]
-    assert [n[:2] for n in names] == ["01", "02", "03", "04", "05", "06"], names
-    assert names[3] == "04_displacement_explorer.ipynb"
+    assert [n[:2] for n in names] == ["01", "02", "03", "04", "05", "06", "07"], names
+    assert names[4] == "05_displacement_explorer.ipynb"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -108,7 +108,7 @@ def test_notebooks_call_the_library_and_leave_exercise_stubs(path):
     stubs = [cell.source for cell in code_cells(nb) if "raise NotImplementedError" in cell.source]
     if path.name[:2] in ("02", "03"):
         assert stubs and all("check_" in source for source in stubs)
-    if path.name[:2] in ("02", "03", "04"):
+    if path.name[:2] in ("02", "03", "04", "05"):
         assert "from equimod_edu.exercises import" in text
 
 
@@ -156,7 +156,7 @@ def test_runs_top_to_bottom_in_fast_mode(path, tmp_path, monkeypatch, kernel_of_
 
 @pytest.mark.slow
 @pytest.mark.timeout(3 * TIMEOUT_S)
-@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name[:2] in ("04", "05")], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name[:2] in ("05", "06")], ids=lambda p: p.stem)
 def test_the_retrain_flag_trains_a_matched_pair_instead_of_loading(path, tmp_path, monkeypatch, kernel_of_this_python):
     """RETRAIN = True: the notebook's own training cell runs (in fast mode); the rest is the same code."""
     nb = read(path)
@@ -188,7 +188,7 @@ LAMBDA_METRICS = ("shape_acc", "colour_acc", "knn_acc", "equivariance_gain", "hu
 @pytest.mark.parametrize("name", ["live", "module_search", "lambda_sweep"])
 def test_notebook_5_and_the_readme_tell_the_numbers_of_the_shipped_results(name):
     """The whole tables of data/results are in docs/research_log.md and the README exactly as
-    compare.table_markdown prints them; notebook 5 names data/results/live.json and holds the claim
+    compare.table_markdown prints them; notebook 6 names data/results/live.json and holds the claim
     table (the same as the README's), each of whose numbers is read here from live.json, and every
     three-decimal number of its prose is one of live.json's (or a chance level): no stale number
     survives a new measurement."""
@@ -202,7 +202,7 @@ def test_notebook_5_and_the_readme_tell_the_numbers_of_the_shipped_results(name)
         assert expected in text, f"{where}'s table for {name} differs from data/results/{name}.json; paste:\n{expected}"
     if name != "live":
         return
-    nb = read(REPO / "notebooks" / "05_what_the_representation_keeps.ipynb")
+    nb = read(REPO / "notebooks" / "06_what_the_representation_keeps.ipynb")
     prose = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
     assert "data/results/live.json" in prose and "data/results/live.json" in "\n".join(c.source for c in code_cells(nb))
 
@@ -213,7 +213,7 @@ def test_notebook_5_and_the_readme_tell_the_numbers_of_the_shipped_results(name)
         return "\n".join(lines[start:end])
 
     table = claim_table(prose)
-    assert claim_table(readme) == table, "README.md and notebook 5 hold different claim tables"
+    assert claim_table(readme) == table, "README.md and notebook 6 hold different claim tables"
     assert len(table.splitlines()) == 2 + 5, "the claim table has five rows"
     summary = result["summary"]
 
@@ -238,8 +238,8 @@ def test_notebook_5_and_the_readme_tell_the_numbers_of_the_shipped_results(name)
                         f"object colour {cell('equimod-mlp-cyclic', 'colour_acc')}, "
                         f"hue-shift sensitivity {cell('equimod-mlp-cyclic', 'hue_sensitivity')}"]
     for phrase in expected_phrases:
-        assert phrase in table, f"notebook 5's claim table lacks {phrase!r} (from data/results/live.json)"
+        assert phrase in table, f"notebook 6's claim table lacks {phrase!r} (from data/results/live.json)"
     known = {f"{s[k]:.3f}" for per in summary.values() for s in per.values() if s and s.get("mean") is not None
              for k in ("mean", "std")} | {"0.125", "0.083"}   # + the chance levels of shape and object colour
     stale = sorted(set(re.findall(r"(?<![\d.])\d\.\d{3}(?!\d)", prose)) - known)
-    assert not stale, f"notebook 5 quotes numbers that are not in data/results/live.json: {stale}"
+    assert not stale, f"notebook 6 quotes numbers that are not in data/results/live.json: {stale}"
