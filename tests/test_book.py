@@ -37,7 +37,9 @@ def test_book_of_notebook_01_has_its_outputs_and_an_index_and_leaves_the_noteboo
     assert re.search(rf"^\[1/1\] {NOTEBOOK_01.name}: \d+ s in fast mode", done.stdout, re.M), done.stdout
 
     page = out / f"{NOTEBOOK_01.stem}.html"
-    assert sorted(p.name for p in out.iterdir()) == sorted(["index.html", page.name])
+    executed = out / f"{NOTEBOOK_01.stem}.ipynb"   # the executed copy, beside its page
+    assert sorted(p.name for p in out.iterdir()) == sorted(["index.html", page.name, executed.name])
+    assert any(cell.get("outputs") for cell in nbformat.read(executed, as_version=4).cells if cell.cell_type == "code")
     text = page.read_text()
     assert "FAST mode" in text and text.count('src="data:image/png;base64,') >= 1  # the outputs, figures included
 
@@ -101,3 +103,30 @@ def test_a_kernel_that_dies_once_gets_a_fresh_one_and_one_that_always_dies_fails
     with pytest.raises(nbclient.exceptions.DeadKernelError):
         execute_notebook(nb, tmp_path / "always", kernel_name=kernel_of_this_python, timeout=60, log=said.append)
     assert len(said) == 2
+
+
+def _executed(cells):
+    """A notebook of (kind, text[, printed]) cells, as nbclient leaves it: code cells with a stream output."""
+    nb = nbformat.v4.new_notebook()
+    for kind, text, *printed in cells:
+        if kind == "md":
+            nb.cells.append(nbformat.v4.new_markdown_cell(text))
+        else:
+            cell = nbformat.v4.new_code_cell(text)
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=printed[0] if printed else "")]
+            nb.cells.append(cell)
+    return nb
+
+
+def test_the_quoting_rule_finds_prose_numbers_the_run_did_not_print():
+    from equimod_edu.book import unprinted_numbers
+
+    nb = _executed([("code", "gain = measure(brightness=1.40)", "gain +0.1753, rank 1/17\n"),
+                    ("md", "**Reading it:** the gain is +0.175 (0.17 rounded) at brightness 1.40; loss 3.434."),
+                    ("md", "**Reading it** (full mode; fast mode prints its own): 0.812."),
+                    ("md", "**Reading it** (both modes, full mode too): 0.555."),
+                    ("md", "From `data/results/live.json`: 0.623 ± 0.061; torch 2.14.1 and version 0.1.0 are no numbers.")])
+    assert unprinted_numbers(nb, "fast") == [(1, "3.434"), (3, "0.555")]
+    assert unprinted_numbers(nb, "full") == [(1, "3.434"), (2, "0.812"), (3, "0.555")]
+    nb.cells[1].source = nb.cells[1].source.replace("; loss 3.434", "")
+    assert unprinted_numbers(nb, "fast") == [(3, "0.555")]

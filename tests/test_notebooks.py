@@ -144,6 +144,10 @@ def test_runs_top_to_bottom_in_fast_mode(path, tmp_path, monkeypatch, kernel_of_
     for cell in cells:
         if "raise NotImplementedError" in cell.source:
             assert "not implemented yet" in text(cell), "an exercise check did not report the stub"
+    # the quoting rule: every number of the prose is printed by this run, or its cell says where it comes from
+    unprinted = book.unprinted_numbers(nb, "fast")
+    assert not unprinted, (f"{path.name}: the prose quotes numbers this fast-mode run did not print "
+                           f"(cell, number): {unprinted}; print them, or label the cell (full mode, `data/...`)")
 
     # the book's page of this notebook shows its outputs: the mode line, and every figure as an image
     page = book.to_html(nb, resources_path=path.parent)
