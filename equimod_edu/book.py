@@ -51,6 +51,8 @@ TIMEOUT_S = {"fast": 300, "full": 900}  # per cell: a guard against a hung kerne
 
 #: A quoted number: two or more decimals, not part of a longer number or a name ("0.175", "-0.17", "8.33").
 QUOTED_NUMBER = re.compile(r"(?<![\w.])\d+\.\d{2,}(?!\.?\d)")
+#: Identifiers that look like numbers: arXiv ids ("arXiv:2211.01244", ".../abs/2211.01244").
+IDENTIFIER = re.compile(r"(?:arxiv[: ]\s*|abs/)\d+\.\d+", re.IGNORECASE)
 #: Labels that send a markdown cell's numbers to a file or the paper instead of the run at hand.
 CITED_ELSEWHERE = ("`data/", "the paper", "Table 1")
 
@@ -154,7 +156,7 @@ def unprinted_numbers(nb, mode: str) -> list[tuple[int, str]]:
     nb: an executed notebook; mode: "fast" or "full", the mode it ran in. A number counts as printed when
     a code cell's source or text output holds it as a prefix of a number ("0.17" matches a printed
     "0.175"), signs aside. Cells labelled "full mode" (without "both modes") are skipped in fast mode;
-    cells that cite a file or the paper (CITED_ELSEWHERE) are skipped in both.
+    cells that cite a file or the paper (CITED_ELSEWHERE) are skipped in both; arXiv ids are no numbers.
     """
     printed = "\n".join(_printed(cell) for cell in nb.cells if cell.cell_type == "code")
     missing = []
@@ -164,7 +166,7 @@ def unprinted_numbers(nb, mode: str) -> list[tuple[int, str]]:
         text = cell.source.lower()
         if mode == "fast" and "full mode" in text and "both modes" not in text:
             continue
-        for number in dict.fromkeys(QUOTED_NUMBER.findall(cell.source)):
+        for number in dict.fromkeys(QUOTED_NUMBER.findall(IDENTIFIER.sub("", cell.source))):
             if not re.search(rf"(?<![\d.]){re.escape(number)}", printed):
                 missing.append((index, number))
     return missing

@@ -125,7 +125,8 @@ def test_the_quoting_rule_finds_prose_numbers_the_run_did_not_print():
                     ("md", "**Reading it:** the gain is +0.175 (0.17 rounded) at brightness 1.40; loss 3.434."),
                     ("md", "**Reading it** (full mode; fast mode prints its own): 0.812."),
                     ("md", "**Reading it** (both modes, full mode too): 0.555."),
-                    ("md", "From `data/results/live.json`: 0.623 ± 0.061; torch 2.14.1 and version 0.1.0 are no numbers.")])
+                    ("md", "From `data/results/live.json`: 0.623 ± 0.061; torch 2.14.1 and version 0.1.0 are no numbers."),
+                    ("md", "## References\n- Devillers & Lefort (2023), arXiv:2211.01244; https://arxiv.org/abs/2002.05709")])
     assert unprinted_numbers(nb, "fast") == [(1, "3.434"), (3, "0.555")]
     assert unprinted_numbers(nb, "full") == [(1, "3.434"), (2, "0.812"), (3, "0.555")]
     nb.cells[1].source = nb.cells[1].source.replace("; loss 3.434", "")

@@ -190,12 +190,14 @@ LAMBDA_METRICS = ("shape_acc", "colour_acc", "knn_acc", "equivariance_gain", "hu
 
 
 @pytest.mark.parametrize("name", ["live", "module_search", "lambda_sweep"])
-def test_notebook_5_and_the_readme_tell_the_numbers_of_the_shipped_results(name):
+def test_notebook_6_and_the_readme_tell_the_numbers_of_the_shipped_results(name):
     """The whole tables of data/results are in docs/research_log.md and the README exactly as
     compare.table_markdown prints them; notebook 6 names data/results/live.json and holds the claim
-    table (the same as the README's), each of whose numbers is read here from live.json, and every
-    three-decimal number of its prose is one of live.json's (or a chance level): no stale number
-    survives a new measurement."""
+    table (the same as the README's), each of whose numbers is read here from the files (live.json,
+    and reference.json for the gain at twice the training), and every three-decimal number of its
+    prose that cites a file (the cells the quoting rule leaves to this test) is one of the files' (or a
+    chance level, or a number the claim table is checked for): no stale number survives a new measurement."""
+    from equimod_edu.book import CITED_ELSEWHERE
     from equimod_edu.compare import table_markdown
 
     result = json.loads((REPO / "data" / "results" / f"{name}.json").read_text())
@@ -206,6 +208,8 @@ def test_notebook_5_and_the_readme_tell_the_numbers_of_the_shipped_results(name)
         assert expected in text, f"{where}'s table for {name} differs from data/results/{name}.json; paste:\n{expected}"
     if name != "live":
         return
+    reference = json.loads((REPO / "data" / "results" / "reference.json").read_text())
+    efficiency = json.loads((REPO / "data" / "results" / "label_efficiency.json").read_text())
     nb = read(REPO / "notebooks" / "06_what_the_representation_keeps.ipynb")
     prose = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
     assert "data/results/live.json" in prose and "data/results/live.json" in "\n".join(c.source for c in code_cells(nb))
@@ -218,7 +222,7 @@ def test_notebook_5_and_the_readme_tell_the_numbers_of_the_shipped_results(name)
 
     table = claim_table(prose)
     assert claim_table(readme) == table, "README.md and notebook 6 hold different claim tables"
-    assert len(table.splitlines()) == 2 + 5, "the claim table has five rows"
+    assert len(table.splitlines()) == 2 + 7, "the claim table has seven rows"
     summary = result["summary"]
 
     def cell(variant, metric):
@@ -226,6 +230,13 @@ def test_notebook_5_and_the_readme_tell_the_numbers_of_the_shipped_results(name)
 
     def mean(variant, metric="colour_acc"):
         return summary[variant][metric]["mean"]
+
+    def gain(base, equimod):   # EquiMod's shape gain over its base, mean over seeds
+        return f"{mean(equimod, 'shape_acc') - mean(base, 'shape_acc'):+.3f}"
+
+    def seed_0_gain(file):     # the same at seed 0, the only seed of reference.json (twice live.json's epochs)
+        runs = file["runs"]
+        return f"{runs['equimod']['0']['shape_acc'] - runs['simclr']['0']['shape_acc']:+.3f}"
 
     expected_phrases = [f"random init {cell('random', 'shape_acc')}", f"SimCLR {cell('simclr', 'shape_acc')}",
                         f"a supervised network {cell('supervised', 'shape_acc')}",
@@ -235,15 +246,23 @@ def test_notebook_5_and_the_readme_tell_the_numbers_of_the_shipped_results(name)
                         f"-> EquiMod {cell('equimod', 'shape_acc')}", f"BYOL {cell('byol', 'shape_acc')}",
                         f"BYOL+EquiMod {cell('byol-equimod', 'shape_acc')}",
                         f"reach {cell('simclr-time', 'shape_acc')} (SimCLR)", f"and {cell('byol-time', 'shape_acc')} (BYOL)",
+                        f"shape: {gain('simclr', 'equimod')} (SimCLR) and {gain('byol', 'byol-equimod')} (BYOL)",
+                        f"{seed_0_gain(result)} after 6 epochs and {seed_0_gain(reference)} after 12",
                         f"object colour: EquiMod {cell('equimod', 'colour_acc')} against SimCLR's {cell('simclr', 'colour_acc')}",
                         f"{(mean('equimod') - mean('simclr')) / (mean('simclr-no-colour') - mean('simclr')):.0%}".replace("%", " %")
                         + " of the lost colour",
+                        f"BYOL+EquiMod {cell('byol-equimod', 'colour_acc')} against BYOL's {cell('byol', 'colour_acc')}",
                         f"the module's hue-shift sensitivity {cell('equimod', 'hue_sensitivity')}",
                         f"object colour {cell('equimod-mlp-cyclic', 'colour_acc')}, "
                         f"hue-shift sensitivity {cell('equimod-mlp-cyclic', 'hue_sensitivity')}"]
     for phrase in expected_phrases:
-        assert phrase in table, f"notebook 6's claim table lacks {phrase!r} (from data/results/live.json)"
-    known = {f"{s[k]:.3f}" for per in summary.values() for s in per.values() if s and s.get("mean") is not None
-             for k in ("mean", "std")} | {"0.125", "0.083"}   # + the chance levels of shape and object colour
-    stale = sorted(set(re.findall(r"(?<![\d.])\d\.\d{3}(?!\d)", prose)) - known)
-    assert not stale, f"notebook 6 quotes numbers that are not in data/results/live.json: {stale}"
+        assert phrase in table, f"notebook 6's claim table lacks {phrase!r} (from data/results/)"
+    number = r"(?<![\d.])\d\.\d{3}(?!\d)"
+    known = ({f"{s[k]:.3f}" for per in summary.values() for s in per.values() if s and s.get("mean") is not None
+              for k in ("mean", "std")} | {"0.125", "0.083"}   # + the chance levels of shape and object colour
+             | set(re.findall(number, " ".join(expected_phrases)))
+             | {f"{v:.3f}" for values in efficiency["curves"].values() for v in values})
+    cited = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown"
+                      and any(label in cell.source for label in CITED_ELSEWHERE))
+    stale = sorted(set(re.findall(number, cited)) - known)
+    assert not stale, f"notebook 6 quotes numbers that are not in data/results/: {stale}"
