@@ -359,6 +359,18 @@ def _model_view(name: str, entry) -> _ModelView:
         label = f"{space}, given predictor"
     return _ModelView(name, embed, predict, label, model_device(model), cache={})
 
+def _arrow_cosine(actual: torch.Tensor, predicted: torch.Tensor, y_o: torch.Tensor) -> float:
+    """cos(actual, predicted) of two displacements (D,) from y_o, or NaN when either has length ~0
+    (below 1e-6 |y_o|): an arrow of length 0 has no direction to compare."""
+    floor = 1e-6 * max(float(y_o.norm()), 1e-12)
+    if float(actual.norm()) <= floor or float(predicted.norm()) <= floor:
+        return math.nan
+    return float(cosine(actual[None], predicted[None]))
+
+def _signed(value: float) -> str:
+    """A cosine as "+0.91", or "–" for NaN (no arrow)."""
+    return "–" if math.isnan(value) else f"{value:+.2f}"
+
 def _rank(query: torch.Tensor, gallery: torch.Tensor) -> int:
     """Rank of gallery row 0 by cosine to query (D,) among gallery (G+1, D): 1 = best; ties count against."""
     similarity = F.cosine_similarity(query.float()[None], gallery.float())
@@ -387,6 +399,9 @@ class DisplacementExplorer(_Explorer):
     For the chosen image and the controls' augmentation t, per model:
     y_o = embed(x_o), y = embed(view), y_hat = predict(y_o, encode(t));
     cos_pred = cos(y, y_hat), cos_invariant = cos(y, y_o), gain = cos_pred - cos_invariant (docs/design.md);
+    dir = cos(y - y_o, y_hat - y_o), the cosine between the two arrows in the full space (1: the prediction
+    moves the way the view moved; NaN when either arrow has length 0, e.g. at identity): the map's 2-D
+    arrows are a projection, so read "does the orange arrow follow the blue one?" on dir;
     rank: the true view's rank (1 = best) by cosine to y_hat among the gallery = [y] + `gallery_size`
     other views of the same image (drawn from `aug`, seed `seed + 1 + image`); rank_invariant: the
     same with y_o as the query (what an invariant model gets). Chance is about (gallery + 1) / 2.
@@ -445,7 +460,7 @@ class DisplacementExplorer(_Explorer):
     def compute(self) -> dict:
         """{"params", "original", "augmented", "encoded", "outside", "models": name -> numbers and vectors}.
 
-        Per model: "space", "cos_pred", "cos_invariant", "gain", "rank", "rank_invariant",
+        Per model: "space", "cos_pred", "cos_invariant", "gain", "dir", "rank", "rank_invariant",
         "gallery" (its size, the true view included), "y_o", "y", "y_hat" (D,) CPU tensors, and
         "map": {"y_o", "y", "y_hat": (2,), "gallery": (G, 2)} points on the model's PCA map.
         """
@@ -466,7 +481,8 @@ class DisplacementExplorer(_Explorer):
         gallery = torch.cat([y[None], cache["gallery"]])
         points = m.map(torch.stack([y_o, y, y_hat]))
         return {"space": m.space, "cos_pred": cos_pred, "cos_invariant": cos_invariant,
-                "gain": cos_pred - cos_invariant, "rank": _rank(y_hat, gallery), "rank_invariant": _rank(y_o, gallery),
+                "gain": cos_pred - cos_invariant, "dir": _arrow_cosine(y - y_o, y_hat - y_o, y_o),
+                "rank": _rank(y_hat, gallery), "rank_invariant": _rank(y_o, gallery),
                 "gallery": len(gallery), "y_o": y_o.cpu(), "y": y.cpu(), "y_hat": y_hat.cpu(),
                 "map": {"y_o": points[0], "y": points[1], "y_hat": points[2], "gallery": cache["gallery_map"]}}
 
@@ -492,7 +508,8 @@ class DisplacementExplorer(_Explorer):
                 ax.set_facecolor("#f4eefa")
             ax.set_title(f"{name}\nspace: {result_k['space']}\n"
                          f"cos(y, y_hat) {result_k['cos_pred']:.3f}   cos(y, y_o) {result_k['cos_invariant']:.3f}\n"
-                         f"gain {result_k['gain']:+.3f}   rank {result_k['rank']}/{result_k['gallery']} "
+                         f"gain {result_k['gain']:+.3f}   dir {_signed(result_k['dir'])}   "
+                         f"rank {result_k['rank']}/{result_k['gallery']} "
                          f"(y_o: {result_k['rank_invariant']})", fontsize=8)
         if _mixed_spaces(r["models"]):
             fig.text(0.5, 0.985, _SPACES_NOTE + " (tinted: another space)", ha="center", va="top", fontsize=8)
@@ -502,15 +519,17 @@ class DisplacementExplorer(_Explorer):
         return fig
 
     def readout_html(self, result: Optional[dict] = None) -> str:
-        """A table, one row per model: cos(y, y_hat), cos(y, y_o), gain, ranks, the space; above it the
-        view and any value outside the training range; under it a note when the spaces differ."""
+        """A table, one row per model: cos(y, y_hat), cos(y, y_o), gain, dir (the arrows' cosine; "–" when
+        an arrow has length 0), ranks, the space; above it the view and any value outside the training
+        range; under it a note when the spaces differ."""
         r = result or self.result
         head = "".join(f"<th style='padding: 0 8px'>{h}</th>" for h in
-                       ("model", "cos(y, y_hat)", "cos(y, y_o)", "gain", "rank (y_hat)", "rank (y_o)", "space"))
+                       ("model", "cos(y, y_hat)", "cos(y, y_o)", "gain", "dir", "rank (y_hat)", "rank (y_o)", "space"))
         rows = "".join(
             f'<tr data-model="{html.escape(name)}"><td>{html.escape(name)}</td>'
             f'<td class="cos-pred">{m["cos_pred"]:.3f}</td><td class="cos-invariant">{m["cos_invariant"]:.3f}</td>'
-            f'<td class="gain">{m["gain"]:+.3f}</td><td class="rank">{m["rank"]}/{m["gallery"]}</td>'
+            f'<td class="gain">{m["gain"]:+.3f}</td><td class="dir">{_signed(m["dir"])}</td>'
+            f'<td class="rank">{m["rank"]}/{m["gallery"]}</td>'
             f'<td class="rank-invariant">{m["rank_invariant"]}/{m["gallery"]}</td>'
             f'<td class="space" style="text-align: left; padding-left: 8px">{html.escape(m["space"])}</td></tr>'
             for name, m in r["models"].items())

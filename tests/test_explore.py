@@ -259,6 +259,8 @@ def test_displacement_numbers_match_a_direct_computation(explorer, models, image
         assert r["cos_pred"] == pytest.approx(cos_pred, abs=1e-5)
         assert r["cos_invariant"] == pytest.approx(cos_inv, abs=1e-5)
         assert r["gain"] == pytest.approx(cos_pred - cos_inv, abs=1e-5)
+        # dir: the cosine between the two arrows, actual y - y_o and predicted y_hat - y_o, in the full space
+        assert r["dir"] == pytest.approx(float(F.cosine_similarity(y - y_o, y_hat - y_o)), abs=1e-5)
         # the gallery: the true view and 6 other views of image 2, drawn with seed + 1 + image
         gallery_params = sample_views(AUG, 1, 6, (32, 32), torch.Generator().manual_seed(0 + 1 + 2))
         _, others, _ = direct(model, predictor, x_o, apply(images[2:3].expand(6, -1, -1, -1), gallery_params, AUG), t)
@@ -277,6 +279,7 @@ def test_identity_means_no_displacement(explorer):
         assert r["gain"] == pytest.approx(r["cos_pred"] - 1, abs=1e-5) and r["gain"] <= 1e-5
         assert r["rank_invariant"] == 1
         assert r["map"]["y"] == pytest.approx(r["map"]["y_o"], abs=1e-3)
+        assert math.isnan(r["dir"])      # no actual arrow, so no direction to compare with
 
 
 def test_the_invariant_predictor_has_zero_gain_for_any_augmentation(models, images):
@@ -286,6 +289,7 @@ def test_the_invariant_predictor_has_zero_gain_for_any_augmentation(models, imag
     for values in ({}, {"hue": 0.4}, {"crop_scale": 0.3, "grayscale": True}):
         r = explorer.set(**values)["models"]["invariant"]
         assert r["gain"] == pytest.approx(0, abs=1e-6) and r["rank"] == r["rank_invariant"]
+        assert math.isnan(r["dir"])      # y_hat = y_o: the predicted arrow has length 0
 
 
 def test_a_slider_move_costs_one_forward_per_model_and_never_refits_the_map(explorer, models):
@@ -333,10 +337,12 @@ def test_the_readout_table_shows_each_models_numbers(explorer):
         row = re.search(rf'<tr data-model="{re.escape(html.escape(name))}">(.*?)</tr>', text).group(1)
         assert f'class="cos-pred">{r["cos_pred"]:.3f}<' in row and f'class="gain">{r["gain"]:+.3f}<' in row
         assert f'class="cos-invariant">{r["cos_invariant"]:.3f}<' in row
-        assert f'class="rank">{r["rank"]}/{r["gallery"]}<' in row
+        assert f'class="rank">{r["rank"]}/{r["gallery"]}<' in row and f'class="dir">{r["dir"]:+.2f}<' in row
         assert f'class="rank-invariant">{r["rank_invariant"]}/{r["gallery"]}<' in row
     assert "h+0.20" in text
-    explorer.reset()
+    explorer.reset()     # identity: no arrow, so dir reads "–" in every row (and in every map's title)
+    assert explorer.readout.value.count('class="dir">–<') == len(explorer.result["models"])
+    assert all("dir –" in ax.get_title() for ax in explorer.figure().axes if "gain" in ax.get_title())
 
 
 @pytest.fixture(scope="module")
