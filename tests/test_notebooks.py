@@ -22,7 +22,7 @@ nbclient = pytest.importorskip("nbclient")
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-TIMEOUT_S = 300  # per cell: a guard against a hung kernel, not a speed target (speed lives in benchmarks/)
+TIMEOUT_S = 600  # per cell: a guard against a hung kernel (notebook 5 fits two predictors of ~2 min each on a busy CPU), not a speed target
 
 
 def read(path):
