@@ -8,10 +8,15 @@
 Code exercises (``check_nt_xent``, ``check_equivariance_gain``, ``check_equivariance_loss``,
 ``check_displacement_map``) compare the learner's function with a reference on random inputs of
 several shapes, name the usual mistakes, and **refuse an answer that calls the library function it
-asks for** (``losses.nt_xent`` in ``my_nt_xent``...): the exercise is to write it. Reasoning
-exercises check a number or a guess against a measurement: ``check_loss_floors`` (why the
-equivariance loss forbids invariance, verified on a toy by :func:`loss_floor_toy`) and
-``check_prediction`` (predict, then measure). A check never raises (a notebook must run top to
+asks for** (``losses.nt_xent`` in ``my_nt_xent``...): the exercise is to write it. The loss
+exercises refuse every function of ``equimod_edu.losses``, public or private
+(``losses._nt_xent_logits`` too), however it is reached; the displacement map refuses running any
+part of the model (``model.predict``, ``model.predictor.layers(...)``, a single layer, a copy):
+M must be read from the weights. Reasoning exercises check a number or a guess against a
+measurement: ``check_loss_floors`` (why the equivariance loss forbids invariance, verified on a
+toy by :func:`loss_floor_toy`) and ``check_prediction`` (predict, then measure; it records each
+question's first answer in ``runs/predictions.json`` of the working folder and shows it on later
+runs, so the prediction survives an edit). A check never raises (a notebook must run top to
 bottom with the stub in place): it returns True (right), False (wrong) or None (not answered yet).
 ``strict=True`` raises AssertionError on a wrong answer instead (for a teacher's own tests).
 
@@ -22,14 +27,22 @@ package: they live in the repository's ``teachers/`` folder.
 from __future__ import annotations
 
 import builtins
+import functools
+import inspect
+import json
 import math
+import os
+import re
 import types
+from datetime import datetime
+from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
 from . import equivariance, losses
+from .files import atomic_write, os_error_reason
 
 __all__ = ["check_nt_xent", "check_equivariance_gain", "check_equivariance_loss", "check_displacement_map",
            "check_loss_floors", "loss_floor_toy", "check_prediction"]
@@ -42,8 +55,41 @@ def _say(message: str) -> None:
     print(message)
 
 
-class _LibraryCalled(Exception):
-    """Raised, during a check, by a library function the learner was asked to write."""
+class _LibraryCalled(BaseException):
+    """Raised, during a check, by a library function or a layer the learner's code must not call.
+
+    A BaseException, so that a learner's ``except Exception`` does not swallow it; every attempt is
+    also noted in _ATTEMPTS, so that even ``except BaseException`` cannot hide it.
+    """
+
+
+_ATTEMPTS: list[str] = []   # the refused calls of the check in progress
+
+
+def _refused(name: str):
+    """What a refused function does instead of its work: note the attempt, then raise."""
+    _ATTEMPTS.append(name)
+    raise _LibraryCalled(name)
+
+
+def _refusing_code(name: str) -> types.CodeType:
+    """The code of ``def refused(*args, **kwargs): _refused(name)``, runnable under any module's globals.
+
+    Put in place of a library function's own ``__code__`` during a check, it refuses every call of that
+    function object, however the learner's code reached it (``losses.nt_xent``, an import inside the
+    function, an alias, a default argument, a functools.partial).
+    """
+    source = (f"def refused(*args, **kwargs):\n"
+              f"    __import__({__name__!r}, fromlist=['_refused'])._refused({name!r})\n")
+    namespace: dict = {}
+    exec(compile(source, f"<refused {name}>", "exec"), {}, namespace)
+    return namespace["refused"].__code__
+
+
+def _library_functions(module: types.ModuleType, shown: str) -> dict[str, tuple[object, str]]:
+    """Every function defined in `module`, public or private: "shown.name" -> (module, name)."""
+    return {f"{shown}.{name}": (module, name) for name, value in vars(module).items()
+            if inspect.isfunction(value) and value.__module__ == module.__name__}
 
 
 def _call(fn: Callable, *args, **kwargs):
@@ -79,9 +125,17 @@ def referenced_library(fn: Callable, forbidden: dict[str, object]) -> Optional[s
     by_id = {id(obj): name for name, obj in forbidden.items()}
     if id(fn) in by_id:
         return by_id[id(fn)]
+    if isinstance(fn, functools.partial):   # partial(losses.nt_xent, gather=False): its function and arguments
+        for value in (fn.func, *fn.args, *fn.keywords.values()):
+            found = referenced_library(value, forbidden) if callable(value) else by_id.get(id(value))
+            if found:
+                return found
+        return None
+    fn = getattr(fn, "__func__", fn)        # a bound method: its function
     names = _code_names(fn)
     scope = {**vars(builtins), **getattr(fn, "__globals__", {})}
     values = [scope[name] for name in names if name in scope]
+    values += list(getattr(fn, "__defaults__", None) or ()) + list((getattr(fn, "__kwdefaults__", None) or {}).values())
     for cell in getattr(fn, "__closure__", None) or ():
         try:
             values.append(cell.cell_contents)
@@ -98,34 +152,61 @@ def referenced_library(fn: Callable, forbidden: dict[str, object]) -> Optional[s
 
 
 def _call_refusing(fn: Callable, forbidden: dict[str, tuple[object, str]], *args, **kwargs):
-    """_call with each forbidden ``owner.attribute`` replaced, for the call, by one that raises.
+    """_call with each forbidden ``owner.attribute`` refusing to run, for the call; all restored after.
 
-    owner: a module, or an object (a model) whose method is shadowed on the instance and restored.
+    owner: a module, a class (``nn.Linear``, "forward") or an object (a model) whose method is shadowed
+    on the instance. A plain function of a module has its ``__code__`` swapped for one that raises, so
+    every reference to it refuses (an alias, a default argument, an import inside fn); anything else
+    (a decorated function, a method) is replaced by an attribute that raises. A refused call that fn
+    catches and hides is still reported: (None, "library: name").
     """
     own = {name: (attr in vars(owner), getattr(owner, attr)) for name, (owner, attr) in forbidden.items()}
+    swapped = {name: value for name, (owner, attr) in forbidden.items()
+               for value in [own[name][1]] if isinstance(owner, types.ModuleType)
+               and isinstance(value, types.FunctionType) and not value.__code__.co_freevars}
+    codes = {name: value.__code__ for name, value in swapped.items()}
 
     def refuse(name):
         def refused(*_, **__):
-            raise _LibraryCalled(name)
+            _refused(name)
         return refused
 
+    _ATTEMPTS.clear()
+    applied = []
     try:
         for name, (owner, attr) in forbidden.items():
-            setattr(owner, attr, refuse(name))
-        return _call(fn, *args, **kwargs)
+            if name in swapped:
+                swapped[name].__code__ = _refusing_code(name)
+            else:
+                setattr(owner, attr, refuse(name))
+            applied.append(name)
+        result, problem = _call(fn, *args, **kwargs)
     finally:
-        for name, (owner, attr) in forbidden.items():
+        for name in reversed(applied):
+            owner, attr = forbidden[name]
             was_own, value = own[name]
-            if was_own:
+            if name in swapped:
+                value.__code__ = codes[name]
+            elif was_own:
                 setattr(owner, attr, value)
             else:
                 delattr(owner, attr)
+    if _ATTEMPTS and not (problem or "").startswith("library: "):
+        result, problem = None, f"library: {_ATTEMPTS[0]}"
+    _ATTEMPTS.clear()
+    return result, problem
 
 
-def _refusal(exercise: str, called: str, strict: bool) -> bool:
-    return _verdict(False, strict, f"{exercise}: your function calls {called}, the function this exercise asks you "
-                                   f"to write. Write it yourself, in plain PyTorch; the check compares it with "
-                                   f"{called} for you.")
+def _refusal(exercise: str, called: str, strict: bool, asked: Optional[str] = None) -> bool:
+    """The verdict on an answer that calls a refused function; asked: the library function the exercise is about."""
+    if asked is None or called == asked or not called.startswith("losses."):
+        return _verdict(False, strict, f"{exercise}: your function calls {called}, the function this exercise asks "
+                                       f"you to write. Write it yourself, in plain PyTorch; the check compares it "
+                                       f"with {called} for you.")
+    return _verdict(False, strict, f"{exercise}: your function calls {called}, from equimod_edu.losses, the module "
+                                   f"that holds the function this exercise asks you to write ({asked}): no function "
+                                   f"of that module, public or private, may be used here. Write it yourself, in "
+                                   f"plain PyTorch; the check compares it with {asked} for you.")
 
 
 def _close(a, b, tol: float) -> bool:
@@ -148,14 +229,15 @@ def _verdict(ok: bool, strict: bool, message: str) -> bool:
 
 def _check_function(name: str, fn: Callable, cases: Sequence[tuple[tuple, dict]], reference: Callable,
                     mistakes: dict[str, Callable], strict: bool, tol: float,
-                    forbidden: dict[str, tuple[object, str]]) -> Optional[bool]:
+                    forbidden: dict[str, tuple[object, str]], asked: Optional[str] = None) -> Optional[bool]:
     """Run fn on each case, compare with reference; name the likely mistake when one matches.
 
-    forbidden: display name -> (module, attribute) of the library functions fn must not call.
+    forbidden: display name -> (module, attribute) of the library functions fn must not call; asked:
+    the name of the one the exercise asks for (the refusal of another one says so).
     """
     called = referenced_library(fn, {shown: getattr(owner, attr) for shown, (owner, attr) in forbidden.items()})
     if called is not None:
-        return _refusal(name, called, strict)
+        return _refusal(name, called, strict, asked)
     for k, (args, kwargs) in enumerate(cases):
         got, problem = _call_refusing(fn, forbidden, *args, **kwargs)
         if problem == "not implemented":
@@ -163,7 +245,7 @@ def _check_function(name: str, fn: Callable, cases: Sequence[tuple[tuple, dict]]
                  f"cell again).")
             return None
         if problem is not None and problem.startswith("library: "):
-            return _refusal(name, problem[len("library: "):], strict)
+            return _refusal(name, problem[len("library: "):], strict, asked)
         shapes = ", ".join(str(tuple(a.shape)) for a in args if isinstance(a, torch.Tensor))
         if problem is not None:
             return _verdict(False, strict, f"{name}: your function raised {problem}\n  on inputs of shapes "
@@ -245,13 +327,13 @@ def check_nt_xent(fn: Callable, strict: bool = False) -> Optional[bool]:
     """Check the learner's ``fn(z_1, z_2, temperature=0.5) -> ()`` against ``losses.nt_xent``.
 
     Inputs (N, D) float for several N, D and temperatures. Returns True / False, or None when fn
-    still raises NotImplementedError; prints why and, for common mistakes, a hint.
+    still raises NotImplementedError; prints why and, for common mistakes, a hint. A call of any
+    function of ``equimod_edu.losses``, public or private (``losses._nt_xent_logits``), is refused.
     """
     return _check_function("NT-Xent", fn, _nt_xent_cases(),
                            lambda z_1, z_2, temperature=0.5: losses.nt_xent(z_1, z_2, temperature, gather=False),
-                           _nt_xent_mistakes(), strict, tol=1e-4,
-                           forbidden={"losses.nt_xent": (losses, "nt_xent"),
-                                      "losses.equivariance_loss": (losses, "equivariance_loss")})
+                           _nt_xent_mistakes(), strict, tol=1e-4, forbidden=_library_functions(losses, "losses"),
+                           asked="losses.nt_xent")
 
 
 # ============================================================================================
@@ -282,11 +364,14 @@ def _gain_mistakes():
 
 
 def check_equivariance_gain(fn: Callable, strict: bool = False) -> Optional[bool]:
-    """Check ``fn(y, y_hat, y_o) -> (N,)`` against ``losses.equivariance_gain`` (three (N, D) inputs)."""
+    """Check ``fn(y, y_hat, y_o) -> (N,)`` against ``losses.equivariance_gain`` (three (N, D) inputs).
+
+    Refused: any function of ``equimod_edu.losses`` and ``equivariance.prediction_quality``.
+    """
     return _check_function("equivariance gain", fn, _gain_cases(),
                            lambda y, y_hat, y_o: losses.equivariance_gain(y, y_hat, y_o), _gain_mistakes(),
-                           strict, tol=1e-5,
-                           forbidden={"losses.equivariance_gain": (losses, "equivariance_gain"),
+                           strict, tol=1e-5, asked="losses.equivariance_gain",
+                           forbidden={**_library_functions(losses, "losses"),
                                       "equivariance.prediction_quality": (equivariance, "prediction_quality")})
 
 
@@ -315,25 +400,37 @@ def _equi_loss_mistakes():
 
 
 def check_equivariance_loss(fn: Callable, strict: bool = False) -> Optional[bool]:
-    """Check ``fn(y_1, y_2, y_hat_1, y_hat_2, temperature=0.2) -> ()`` against ``losses.equivariance_loss``."""
+    """Check ``fn(y_1, y_2, y_hat_1, y_hat_2, temperature=0.2) -> ()`` against ``losses.equivariance_loss``.
+
+    Refused: any function of ``equimod_edu.losses``, public or private (``losses._info_nce_logits``).
+    """
     return _check_function(
         "equivariance loss", fn, _equi_loss_cases(),
         lambda a, b, c, d, temperature=0.2: losses.equivariance_loss(a, b, c, d, temperature, gather=False),
-        _equi_loss_mistakes(), strict, tol=1e-4,
-        forbidden={"losses.equivariance_loss": (losses, "equivariance_loss"), "losses.nt_xent": (losses, "nt_xent"),
-                   "losses.equivariance_logits": (losses, "equivariance_logits")})
+        _equi_loss_mistakes(), strict, tol=1e-4, forbidden=_library_functions(losses, "losses"),
+        asked="losses.equivariance_loss")
 
 
 # ============================================================================================
 # What a linear module can express: its displacement map
 # ============================================================================================
 def _model_calls(model) -> dict[str, tuple[object, str]]:
-    """The model's own ways to predict, refused while the learner's code reads its weights."""
+    """Every way to run the model, refused while the learner's code reads its weights.
+
+    model.predict; the forward of every nn.Module of the model (the model itself, its heads, their
+    ``.layers`` and each layer: ``model.predictor.layers[0](x)`` is refused like ``model.predictor(x)``);
+    and the forward of every class those modules are made of (``nn.Linear``, ``nn.BatchNorm1d``,
+    ``nn.Sequential``, ...), so that a copy of the model or a new layer loaded with its weights cannot
+    run either. Functional calls on the weights (``F.linear(x, layer.weight)``) are reading the weights.
+    """
     calls = {"model.predict": (model, "predict")}
-    for part in ("param_encoder", "predictor"):
-        module = getattr(model, part, None)
-        if module is not None:
-            calls[f"model.{part}(...)"] = (module, "forward")
+    for part, module in model.named_modules():
+        shown = "model" + re.sub(r"\.(\d+)", r"[\1]", f".{part}" if part else "")
+        calls[f"{shown}(...)"] = (module, "forward")
+    classes = {cls for module in model.modules() for cls in type(module).__mro__
+               if "forward" in vars(cls) and cls is not torch.nn.Module}
+    for cls in sorted(classes, key=lambda c: (c.__module__, c.__qualname__)):
+        calls[f"{cls.__name__}.forward (a layer of the kind the model is made of)"] = (cls, "forward")
     calls["equivariance.displacement_map"] = (equivariance, "displacement_map")
     calls["equivariance.column_weights"] = (equivariance, "column_weights")
     return calls
@@ -344,9 +441,12 @@ def check_displacement_map(fn: Callable, model, strict: bool = False, cases: int
 
     model: a trained EquiModModel with the paper's linear predictor (put in eval mode here). The
     learner computes M from the weights (the Linear layers and the BatchNorms' running statistics
-    of ``model.param_encoder`` and ``model.predictor``); calling the model (``model.predict``,
-    ``model.predictor(...)``) or ``equivariance.displacement_map`` is refused. The check compares
-    M (t - t') with the model's own predictions for random y_o, t, t' (`cases` batches of 8).
+    of ``model.param_encoder`` and ``model.predictor``). Running any part of the model during fn is
+    refused, so finite differences cannot stand in for the derivation: ``model.predict``,
+    ``model.predictor(...)``, ``model.predictor.layers(...)``, a single layer, a copy of the model or
+    a new layer of the same kind loaded with its weights (see :func:`_model_calls`), and
+    ``equivariance.displacement_map`` / ``column_weights``. The check compares M (t - t') with the
+    model's own predictions for random y_o, t, t' (`cases` batches of 8).
     """
     name = "displacement map"
     if model.predictor is None or model.cfg.predictor_depth != 0:
@@ -359,12 +459,15 @@ def check_displacement_map(fn: Callable, model, strict: bool = False, cases: int
         return _refusal(name, called, strict)
     with torch.no_grad():
         got, problem = _call_refusing(fn, forbidden, model)
+    model.eval()   # in case fn switched it to training mode (batch statistics)
     if problem == "not implemented":
         _say(f"{name}: not implemented yet (replace `raise NotImplementedError` by your code, then run this cell again).")
         return None
     if problem is not None and problem.startswith("library: "):
-        return _verdict(False, strict, f"{name}: your function calls {problem[len('library: '):]}: compute M from the "
-                                       f"weights alone (the point is to see why it cannot depend on the image).")
+        return _verdict(False, strict, f"{name}: your function calls {problem[len('library: '):]}: no part of the "
+                                       f"model may run here (nor a copy, nor a layer of the same kind). Compute M "
+                                       f"from the weights alone (the point is to see why it cannot depend on the "
+                                       f"image).")
     if problem is not None:
         return _verdict(False, strict, f"{name}: your function raised {problem}.")
     y_dim, param_dim = model.cfg.y_dim, model.cfg.param_dim
@@ -483,22 +586,101 @@ def check_loss_floors(if_invariant: Optional[float], if_t_ignored: Optional[floa
 # ============================================================================================
 # Predict, then measure
 # ============================================================================================
+PREDICTIONS_FILE = "runs/predictions.json"   # check_prediction's record of first answers, in the working folder
+
+
+def _answer_text(answer) -> str:
+    return repr(answer) if isinstance(answer, str) else repr(list(answer))
+
+
+def _is_record(entry) -> bool:
+    """One question's record: {"answer": a name or a list of names, "recorded": a time, ...}."""
+    answer = entry.get("answer") if isinstance(entry, dict) else None
+    return isinstance(entry, dict) and isinstance(entry.get("recorded"), str) and (
+        isinstance(answer, str) or isinstance(answer, list) and all(isinstance(a, str) for a in answer))
+
+
+def _write_records(path: Path, records: dict) -> Optional[str]:
+    """Write the records atomically; None, or a one-line reason why they could not be written."""
+    text = json.dumps(records, indent=1, ensure_ascii=False) + "\n"
+    try:
+        atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    except OSError as error:
+        return f"(Not recorded: {path} cannot be written: {os_error_reason(error, path)}.)"
+    return None
+
+
+def _first_answer(record, key: str, answer, ranking: Sequence[str], right: Optional[bool], start_over: bool) -> str:
+    """Record `answer` as the first answer to question `key` in the JSON file `record`, unless one is there.
+
+    The file maps each question to {"answer", "recorded" (local time), "right" (at the time)}. answer:
+    a key, a sorted list of keys, or None (no prediction yet: never recorded). Returns what to print
+    ("" for nothing). Never raises: a file that cannot be read, parsed or written is reported in one
+    line, and a damaged file is left as it is.
+    """
+    path = Path(record)
+    again = f"to start over, delete {path} (every question) or pass start_over=True (this one)"
+    try:
+        records = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        damaged = None if isinstance(records, dict) and all(map(_is_record, records.values())) \
+            else "not a table of answers"
+    except OSError as error:
+        return f"(Not recorded: {path} cannot be read: {os_error_reason(error, path)}.)"
+    except ValueError as error:   # not JSON, or not UTF-8
+        damaged = f"not JSON: {str(error).splitlines()[0]}"
+    if damaged:
+        return f"(Not recorded: {path} is damaged ({damaged}); it is left as it is: repair it, or delete it to start over.)"
+    first = records.get(key)
+    if first is not None and not (start_over and answer is not None):
+        if start_over:   # start over with no prediction yet: forget this question's answer
+            del records[key]
+            return _write_records(path, records) or f"Your recorded answer to this question is forgotten ({path})."
+        known = [k for k in ([first["answer"]] if isinstance(first["answer"], str) else first["answer"]) if k in ranking]
+        where = f"; number {', '.join(str(ranking.index(k) + 1) for k in known)} in this measurement" if known else ""
+        now = ("" if answer is None else " (this one)" if first["answer"] == answer
+               else f" (not this one{where})")
+        return f"Your first answer, recorded {first['recorded']}: {_answer_text(first['answer'])}{now}. It is the " \
+               f"prediction that counts; {again}."
+    if answer is None:
+        return ""
+    recorded = datetime.now().strftime("%Y-%m-%d %H:%M")
+    records[key] = {"answer": answer, "recorded": recorded, "right": right}
+    problem = _write_records(path, records)
+    if problem:
+        return problem
+    hint = ("; set start_over back to False to keep it" if start_over
+            else "; to start over, delete that file or pass start_over=True")
+    return f"Recorded as your first answer ({path}, {recorded}): later runs show it{hint}."
+
+
 def check_prediction(prediction: Union[None, str, Iterable[str]], measured: dict[str, float], question: str = "",
-                     higher_means: str = "forgotten", lowest: bool = False, strict: bool = False) -> Optional[bool]:
+                     higher_means: str = "forgotten", lowest: bool = False, strict: bool = False,
+                     record: Union[None, str, os.PathLike] = PREDICTIONS_FILE,
+                     start_over: bool = False) -> Optional[bool]:
     """Compare a learner's guess with a measurement: are the guessed keys the top of the ranking?
 
     prediction: a key of `measured` (e.g. "hue"), a collection of k keys (right when they are the
     k top keys, in any order), or None (not answered yet). measured: name -> a number where larger
     means more `higher_means`; ``lowest=True`` ranks the smallest first (e.g. "which augmentations
-    does the module ignore?"). Prints the ranking; returns True / False, or None when unanswered.
-    The answer is what the model at hand measures, not a fixed string.
+    does the module ignore?"). Prints the ranking; returns True / False (for this answer), or None
+    when unanswered. The answer is what the model at hand measures, not a fixed string.
+
+    The first answer to each question (keyed by `question`) is recorded in the JSON file `record`,
+    ``runs/predictions.json`` of the working folder (created with its folder), and shown on later
+    runs, so the prediction is kept when the learner edits it after seeing the measurement. None is
+    never recorded; an unknown name neither. ``start_over=True`` replaces this question's record by
+    the current answer (with None: forgets it); deleting the file starts every question over;
+    ``record=None`` records nothing. A damaged file is reported and left as it is.
     """
     sign = 1.0 if lowest else -1.0
     ranking = sorted(measured, key=lambda k: sign * measured[k] if math.isfinite(measured[k]) else math.inf)
     table = "\n".join(f"  {i + 1}. {k:<12} {measured[k]:+.3f}" for i, k in enumerate(ranking))
     title = f"{question}\n" if question else ""
+    asked = question or f"Which of {', '.join(sorted(measured))}{' (lowest first)' if lowest else ''}?"
     if prediction is None:
-        _say(f"{title}No prediction yet: set it to one of {sorted(measured)} and run the cell again.")
+        line = _first_answer(record, asked, None, ranking, None, start_over) if record is not None else ""
+        _say(f"{title}No prediction yet: set it to one of {sorted(measured)} and run the cell again."
+             + (f"\n{line}" if line else ""))
         return None
     keys = [prediction] if isinstance(prediction, str) else list(prediction)
     keys = [str(key).strip().lower() for key in keys]
@@ -512,4 +694,303 @@ def check_prediction(prediction: Union[None, str, Iterable[str]], measured: dict
     shown = repr(top[0]) if len(top) == 1 else repr(top)
     verdict = ("Right: " if ok else f"Not this time: the measurement puts {shown} first, yours "
                f"{'is' if len(keys) == 1 else 'are'} number {', '.join(str(ranking.index(k) + 1) for k in keys)}. ")
-    return _verdict(ok, strict, f"{title}{verdict}The measurement, {first} {higher_means} first:\n{table}")
+    answer = keys[0] if isinstance(prediction, str) else sorted(keys)
+    line = _first_answer(record, asked, answer, ranking, ok, start_over) if record is not None else ""
+    return _verdict(ok, strict, f"{title}{verdict}The measurement, {first} {higher_means} first:\n{table}"
+                                + (f"\n{line}" if line else ""))
+
+
+# ============================================================================================
+# Notebook 3, Exercise 2: the equivariance loss without the other view among the negatives
+# ============================================================================================
+def _loss_without_other_view(y_1, y_2, y_hat_1, y_hat_2, temperature: float = 0.2,
+                             reduction: str = "mean") -> torch.Tensor:
+    """EquiMod's InfoNCE over [y_1; y_2; y_hat_1; y_hat_2] with y_1^i and y_2^i no longer each other's negative.
+
+    (N, D) x 4 -> () (reduction "mean") or (4N,) per anchor ("none"). The 4N x 4N cosine matrix / T
+    has -inf on its diagonal (self) and at (i, N + i), (N + i, i): the two views of image i.
+    """
+    n = y_1.shape[0]
+    v = F.normalize(torch.cat([y_1, y_2, y_hat_1, y_hat_2]).float(), dim=1)
+    i = torch.arange(n, device=v.device)
+    hidden = torch.eye(4 * n, dtype=torch.bool, device=v.device)
+    hidden[i, i + n] = True
+    hidden[i + n, i] = True
+    logits = (v @ v.T / temperature).masked_fill(hidden, float("-inf"))
+    target = torch.cat([i + 2 * n, i + 3 * n, i, i + n])
+    return F.cross_entropy(logits, target, reduction=reduction)
+
+
+def _without_other_view_mistakes():
+    def full_loss(y_1, y_2, y_hat_1, y_hat_2, temperature=0.2):
+        return losses.equivariance_loss(y_1, y_2, y_hat_1, y_hat_2, temperature, gather=False)
+
+    def predictions_hidden_too(y_1, y_2, y_hat_1, y_hat_2, temperature=0.2):
+        n = y_1.shape[0]
+        v = F.normalize(torch.cat([y_1, y_2, y_hat_1, y_hat_2]).float(), dim=1)
+        i = torch.arange(n)
+        hidden = torch.eye(4 * n, dtype=torch.bool)
+        for a, b in ((i, i + n), (i + 2 * n, i + 3 * n)):
+            hidden[a, b] = hidden[b, a] = True
+        logits = (v @ v.T / temperature).masked_fill(hidden, float("-inf"))
+        return F.cross_entropy(logits, torch.cat([i + 2 * n, i + 3 * n, i, i + n]))
+
+    def one_direction(y_1, y_2, y_hat_1, y_hat_2, temperature=0.2):
+        n = y_1.shape[0]
+        v = F.normalize(torch.cat([y_1, y_2, y_hat_1, y_hat_2]).float(), dim=1)
+        i = torch.arange(n)
+        hidden = torch.eye(4 * n, dtype=torch.bool)
+        hidden[i, i + n] = True
+        logits = (v @ v.T / temperature).masked_fill(hidden, float("-inf"))
+        return F.cross_entropy(logits, torch.cat([i + 2 * n, i + 3 * n, i, i + n]))
+
+    return {"this is the full loss: the other view of the same image is still a negative (set the entries between "
+            "y_1^i and y_2^i to -inf, like the diagonal)": full_loss,
+            "the two predictions y_hat_1^i, y_hat_2^i are hidden from each other too; only the two views' embeddings "
+            "y_1^i, y_2^i are": predictions_hidden_too,
+            "y_2^i is hidden from the anchor y_1^i, but y_1^i is still a negative of the anchor y_2^i (hide both "
+            "entries)": one_direction}
+
+
+def _floor_of(loss: Callable, constraint: str, n_images: int = 4, dim: int = 16, temperature: float = 0.05,
+              steps: int = 300, seed: int = 0) -> float:
+    """The lowest value Adam finds for loss(y_1, y_2, y_hat_1, y_hat_2, temperature) over free vectors.
+
+    constraint: "none", or "invariant" (y_2 = y_1: an embedding invariant to the augmentation). The
+    setting of :func:`loss_floor_toy` (4 images, 16 dimensions, temperature 0.05).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    vectors = {k: torch.randn(n_images, dim, generator=generator).requires_grad_() for k in ("y_1", "y_2", "h_1", "h_2")}
+    optimizer = torch.optim.Adam(vectors.values(), lr=0.05)
+
+    def value():
+        y_2 = vectors["y_1"] if constraint == "invariant" else vectors["y_2"]
+        return loss(vectors["y_1"], y_2, vectors["h_1"], vectors["h_2"], temperature=temperature)
+
+    for _ in range(steps):
+        optimizer.zero_grad()
+        value().backward()
+        optimizer.step()
+    with torch.no_grad():
+        return float(value())
+
+
+def _check_variant(fn: Callable, strict: bool) -> Optional[bool]:
+    """fn against _loss_without_other_view on random cases; no function of equimod_edu.losses may run."""
+    name = "loss without the other view"
+    forbidden = _library_functions(losses, "losses")
+
+    def refused(called: str) -> bool:
+        return _verdict(False, strict, f"{name}: your function calls {called}, from equimod_edu.losses: no function of "
+                                       f"that module may be used here. Write the variant yourself, in plain PyTorch.")
+
+    called = referenced_library(fn, {shown: getattr(owner, attr) for shown, (owner, attr) in forbidden.items()})
+    if called is not None:
+        return refused(called)
+    cases = _equi_loss_cases()
+    for k, (args, kwargs) in enumerate(cases):
+        got, problem = _call_refusing(fn, forbidden, *args, **kwargs)
+        if problem == "not implemented":
+            _say(f"{name}: not implemented yet (replace `raise NotImplementedError` by your code, then run this "
+                 f"cell again).")
+            return None
+        if problem is not None and problem.startswith("library: "):
+            return refused(problem[len("library: "):])
+        if problem is not None:
+            return _verdict(False, strict, f"{name}: your function raised {problem}.")
+        expected = _loss_without_other_view(*args, **kwargs)
+        if _close(got, expected, 1e-4):
+            continue
+        hint = next((why for why, wrong in _without_other_view_mistakes().items()
+                     if _close(got, wrong(*args, **kwargs), 1e-4)), None)
+        return _verdict(False, strict, f"{name}: not yet right (case {k + 1} of {len(cases)}, {kwargs}): expected "
+                                       f"{_short(expected)}, got {_short(got)}." + (f"\n  Hint: {hint}." if hint else ""))
+    return _verdict(True, strict, f"{name}: correct on {len(cases)} random cases. Well done!")
+
+
+def check_loss_without_other_view(fn: Callable, floor_if_invariant: Optional[float], strict: bool = False,
+                                  toy: bool = True) -> Optional[bool]:
+    """Notebook 3, Exercise 2: a variant of the equivariance loss, and a prediction of its floor.
+
+    fn(y_1, y_2, y_hat_1, y_hat_2, temperature=0.2) -> (): EquiMod's InfoNCE over the 4N vectors in
+    which the other view of the same image (y_2^i for the anchor y_1^i, and y_1^i for y_2^i) is no
+    longer a negative; checked against a reference on random inputs (any function of
+    ``equimod_edu.losses`` is refused). floor_if_invariant: the predicted lowest value of this loss
+    (nats, mean over the anchors) when y_1 = y_2, or None (not answered yet). Once it is set, the
+    toy minimises the loss over free vectors (your fn if it passed, else the reference) with and
+    without that constraint and prints what it reaches. Returns True when both are right, False
+    when either is wrong, else None.
+    """
+    written = _check_variant(fn, strict)
+    if floor_if_invariant is None:
+        _say("floor: not answered yet (set floor_if_invariant to a number, e.g. math.log(5), then run the cell "
+             "again; the toy runs once it is set).")
+        return False if written is False else None
+    try:
+        value = float(floor_if_invariant)
+    except (TypeError, ValueError):
+        return _verdict(False, strict, f"floor: floor_if_invariant must be a number, got {floor_if_invariant!r}.")
+    right = math.log(2)
+    hints = {0.0: "an invariant y still has a rival equal to a positive: the anchor y_hat_1 has y_2 = y_1 among its "
+                  "negatives, and the anchors y_1, y_2 (now one vector) share the candidates y_hat_1 and y_hat_2",
+             math.log(3): "log 3 counts three candidates that tie with the positive at best; with y_2 gone, the "
+                          "anchor y_1 = y_2 has two: y_hat_1 and y_hat_2",
+             math.log(4): "count the candidates that tie with the positive at best, not all of an image's vectors"}
+    if toy:
+        mine = fn if written else _loss_without_other_view
+        whose = "your function" if written else "the reference (your function is not right yet)"
+        rows = {c: _floor_of(mine, c) for c in ("none", "invariant")}
+        _say(f"The toy: {whose} minimised over free vectors (4 images, temperature 0.05), nats per anchor:\n"
+             + "\n".join(f"  {c:>10}: {v:.3f}" for c, v in rows.items())
+             + f"\n  log 2 = {math.log(2):.3f}, log 3 = {math.log(3):.3f}")
+    if abs(value - right) > 0.01:
+        hint = next((why for near, why in hints.items() if abs(value - near) < 0.01), None)
+        return _verdict(False, strict, f"floor: {value:.4f} is not the floor" + (f" ({hint})." if hint else "."))
+    ok = _verdict(True, strict, f"floor: right: log 2 = {right:.3f}. Without the other view among the negatives, an "
+                                f"invariant y still pays log 2 per anchor: the two views' predictions are rivals "
+                                f"for one vector y_1 = y_2.")
+    return ok if written else (False if written is False else None)
+
+
+# ============================================================================================
+# Notebook 2, Exercise 1: NT-Xent without the positive in its denominator (the decoupled loss)
+# ============================================================================================
+DECOUPLED_QUESTION = ("Notebook 2, Exercise 1: the decoupled loss on the toy z_1 = z_2 = I (N = 2, orthogonal images, "
+                      "temperature 0.5)")
+
+
+def _contrastive64(z_1, z_2, temperature: float = 0.5, *, hide_positive: bool = True, hide_self: bool = True,
+                   positive_term: bool = True, normalise: bool = True) -> torch.Tensor:
+    """NT-Xent and its variants in float64: (N, D) x 2 -> (), the mean over the 2N anchors of
+    -s(anchor, positive) + log sum over the candidates k of exp s(anchor, k), s = cos / temperature.
+
+    The defaults give the decoupled contrastive loss (Yeh et al. 2022): the candidates are the 2N - 2
+    negatives (self and the positive hidden); hide_positive=False gives NT-Xent. The other switches
+    make the usual mistakes (self among the candidates, no positive term, dot products).
+    """
+    n = z_1.shape[0]
+    z = torch.cat([torch.as_tensor(z_1), torch.as_tensor(z_2)]).double()
+    z = F.normalize(z, dim=1) if normalise else z
+    logits = z @ z.T / temperature
+    rows, partner = torch.arange(2 * n), torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    hidden = torch.eye(2 * n, dtype=torch.bool) if hide_self else torch.zeros(2 * n, 2 * n, dtype=torch.bool)
+    if hide_positive:
+        hidden[rows, partner] = True
+    denominator = torch.logsumexp(logits.masked_fill(hidden, float("-inf")), dim=1)
+    return ((-logits[rows, partner] if positive_term else 0.0) + denominator).mean()
+
+
+def decoupled_toy() -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The toy of the prediction: (z_1, z_2, temperature) = (I, I, 0.5): two orthogonal images, the two
+    views of each equal (perfect alignment)."""
+    return torch.eye(2), torch.eye(2), 0.5
+
+
+def _decoupled_cases():
+    cases = []
+    for seed, (n, d, temperature) in enumerate([(4, 8, 0.5), (2, 3, 0.5), (6, 16, 0.1), (8, 32, 1.0)]):
+        z_1 = _random((n, d), 900 + 10 * seed)
+        cases.append(((z_1, z_1 + 0.5 * _random((n, d), 901 + 10 * seed)), {"temperature": temperature}))
+    return cases
+
+
+_DECOUPLED_MISTAKES = {
+    "this is NT-Xent: the positive is still in the denominator (hide it with -inf, like the diagonal; its "
+    "similarity enters only as -s(anchor, positive))": dict(hide_positive=False),
+    "each vector's similarity with itself is left in the denominator (mask the diagonal with -inf)": dict(hide_self=False),
+    "the positive's term is missing: the loss of an anchor is -s(anchor, positive) + log of the sum over the "
+    "negatives": dict(positive_term=False),
+    "the vectors are not L2-normalised (the similarity is the cosine: F.normalize first)": dict(normalise=False),
+}
+
+
+def _check_decoupled_function(fn: Callable, strict: bool) -> Optional[bool]:
+    """fn against _contrastive64 on random cases; no function of equimod_edu.losses may run."""
+    name = "decoupled loss"
+    forbidden = _library_functions(losses, "losses")
+
+    def refused(called: str) -> bool:
+        return _verdict(False, strict, f"{name}: your function calls {called}, from equimod_edu.losses: no function of "
+                                       f"that module may be used here. Write the loss yourself, in plain PyTorch.")
+
+    called = referenced_library(fn, {shown: getattr(owner, attr) for shown, (owner, attr) in forbidden.items()})
+    if called is not None:
+        return refused(called)
+    cases = _decoupled_cases()
+    for k, (args, kwargs) in enumerate(cases):
+        got, problem = _call_refusing(fn, forbidden, *args, **kwargs)
+        if problem == "not implemented":
+            _say(f"{name}: not implemented yet (replace `raise NotImplementedError` by your code, then run this "
+                 f"cell again).")
+            return None
+        if problem is not None and problem.startswith("library: "):
+            return refused(problem[len("library: "):])
+        if problem is not None:
+            return _verdict(False, strict, f"{name}: your function raised {problem}.")
+        expected = _contrastive64(*args, **kwargs)
+        if _close(got, expected, 1e-4):
+            continue
+        mistakes = {why: _contrastive64(*args, **kwargs, **switches) for why, switches in _DECOUPLED_MISTAKES.items()}
+        mistakes["the loss is summed over the 2N anchors (take the mean)"] = 2 * len(args[0]) * expected
+        hint = next((why for why, wrong in mistakes.items() if _close(got, wrong, 1e-4)), None)
+        shapes = ", ".join(str(tuple(a.shape)) for a in args)
+        return _verdict(False, strict, f"{name}: not yet right (case {k + 1} of {len(cases)}: inputs {shapes}, {kwargs}): "
+                                       f"expected {_short(expected)}, got {_short(got)}."
+                                       + (f"\n  Hint: your result matches a common mistake: {hint}." if hint else ""))
+    return _verdict(True, strict, f"{name}: correct on {len(cases)} random cases (against a float64 reference). "
+                                  f"Well done!")
+
+
+def check_decoupled_nt_xent(fn: Callable, value_at_alignment: Optional[float], strict: bool = False,
+                            record: Union[None, str, os.PathLike] = PREDICTIONS_FILE,
+                            start_over: bool = False) -> Optional[bool]:
+    """Notebook 2, Exercise 1: NT-Xent with the positive taken out of its denominator, and a prediction.
+
+    fn(z_1, z_2, temperature=0.5) -> (): the decoupled contrastive loss (Yeh et al. 2022): for each of
+    the 2N anchors, -s(anchor, positive) + log of the sum of exp s(anchor, k) over the 2N - 2
+    negatives k, s = cos / temperature; the mean over the anchors. Checked against a float64
+    reference on random inputs; any function of ``equimod_edu.losses`` is refused.
+    value_at_alignment: the predicted value of this loss on :func:`decoupled_toy` (z_1 = z_2 = I,
+    temperature 0.5), or None (not answered yet). The first answer is recorded in `record` as
+    :func:`check_prediction` records its answers, and shown on later runs. Returns True when both are
+    right, False when either is wrong, else None.
+    """
+    written = _check_decoupled_function(fn, strict)
+    z_1, z_2, temperature = decoupled_toy()
+    right = float(_contrastive64(z_1, z_2, temperature))
+    if value_at_alignment is None:
+        line = _first_answer(record, DECOUPLED_QUESTION, None, [], None, start_over) if record is not None else ""
+        _say("prediction: not answered yet (set value_at_alignment to a number, then run the cell again)."
+             + (f"\n{line}" if line else ""))
+        return False if written is False else None
+    try:
+        value = float(value_at_alignment)
+    except (TypeError, ValueError):
+        return _verdict(False, strict, f"prediction: value_at_alignment must be a number, got {value_at_alignment!r}.")
+    ok = abs(value - right) <= 0.01
+    line = _first_answer(record, DECOUPLED_QUESTION, f"{value:.4f}", [], ok, start_over) if record is not None else ""
+    nt_xent = float(_contrastive64(z_1, z_2, temperature, hide_positive=False))
+    shown = f"On the toy: NT-Xent {nt_xent:.4f}, the decoupled loss {right:.4f}"
+    if written:
+        shown += f" (your function: {float(torch.as_tensor(fn(z_1, z_2, temperature=temperature))):.4f})"
+    _say(shown + ".")
+    if not ok:
+        hints = {nt_xent: "that is NT-Xent's value on the toy: the decoupled loss takes the positive out of the "
+                          "denominator, which leaves the two negatives",
+                 -1 / temperature: "-s(anchor, positive) = -1 / 0.5 = -2 is right, but the log of the denominator is "
+                                   "not 0: two negatives (the other image's two views), each at cosine 0",
+                 1 / temperature - math.log(2): "the sign: the positive's similarity enters with a minus sign, the log "
+                                                "of the negatives' sum with a plus",
+                 math.log(3) - 1 / temperature: "three terms in the denominator; with the anchor and its positive "
+                                                "taken out, two candidates remain",
+                 0.0: "a loss that is the -log of a probability stops at 0; this one is not, so nothing stops it there"}
+        hint = next((why for near, why in hints.items() if abs(value - near) <= 0.01), None)
+        return _verdict(False, strict, f"prediction: {value:.4f} is not the value" + (f" ({hint})." if hint else ".")
+                                       + (f"\n{line}" if line else ""))
+    _verdict(True, strict, f"prediction: right: -1/0.5 + log 2 = {right:.4f}, below 0. Without the positive in its "
+                           f"denominator the loss is no longer the -log of a probability, and perfect alignment does "
+                           f"not bring it to 0." + (f"\n{line}" if line else ""))
+    return True if written else (False if written is False else None)
+
+
+__all__ += ["check_decoupled_nt_xent", "decoupled_toy"]

@@ -47,7 +47,8 @@ def displacement_map(model) -> torch.Tensor:
     x -> s * x + b with s = weight / sqrt(running_var + eps) (weight 1 without affine). So
     y_hat = s_u * (W_y y_o + W_t (s_p * (W_p t) + b_p)) + b_u, where W_u = [W_y | W_t]: the part in t
     is M t with M = diag(s_u) W_t diag(s_p) W_p, and no product of y_o and t appears. The shifts b
-    cancel in a difference of two predictions, which is therefore the same for every image.
+    cancel in a difference of two predictions, which is therefore the same for every image. Only the
+    weights are read: the check refuses running any part of the model.
     """
     linear_p, norm_p = model.param_encoder.layers[0], model.param_encoder.layers[1]
     linear_u, norm_u = model.predictor.layers[0], model.predictor.layers[1]
@@ -57,4 +58,7 @@ def displacement_map(model) -> torch.Tensor:
         return weight / torch.sqrt(norm.running_var + norm.eps)
 
     w_t = linear_u.weight[:, model.cfg.y_dim:]                     # (y_dim, embed_dim): the columns reading p(t)
-    return scale(norm_u)[:, None] * (w_t @ (scale(norm_p)[:, None] * linear_p.weight))
+    m = scale(norm_u)[:, None] * (w_t @ (scale(norm_p)[:, None] * linear_p.weight))
+    if model.param_mask is not None:                               # masked columns of t are zeroed before p
+        m = m * model.param_mask.to(m)[None, :]
+    return m
