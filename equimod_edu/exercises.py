@@ -760,7 +760,8 @@ def _floor_of(loss: Callable, constraint: str, n_images: int = 4, dim: int = 16,
     setting of :func:`loss_floor_toy` (4 images, 16 dimensions, temperature 0.05).
     """
     generator = torch.Generator().manual_seed(seed)
-    vectors = {k: torch.randn(n_images, dim, generator=generator).requires_grad_() for k in ("y_1", "y_2", "h_1", "h_2")}
+    vectors = {k: torch.randn(n_images, dim, generator=generator).requires_grad_()
+               for k in ("y_1", "y_2", "h_1", "h_2")}
     optimizer = torch.optim.Adam(vectors.values(), lr=0.05)
 
     def value():
@@ -804,33 +805,43 @@ def _check_variant(fn: Callable, strict: bool) -> Optional[bool]:
         hint = next((why for why, wrong in _without_other_view_mistakes().items()
                      if _close(got, wrong(*args, **kwargs), 1e-4)), None)
         return _verdict(False, strict, f"{name}: not yet right (case {k + 1} of {len(cases)}, {kwargs}): expected "
-                                       f"{_short(expected)}, got {_short(got)}." + (f"\n  Hint: {hint}." if hint else ""))
+                                       f"{_short(expected)}, got {_short(got)}."
+                                       + (f"\n  Hint: {hint}." if hint else ""))
     return _verdict(True, strict, f"{name}: correct on {len(cases)} random cases. Well done!")
 
 
+#: The key under which check_loss_without_other_view records the first prediction (runs/predictions.json).
+OTHER_VIEW_QUESTION = "Notebook 3, Exercise 2: the floor of the loss without the other view, if y is invariant"
+
+
 def check_loss_without_other_view(fn: Callable, floor_if_invariant: Optional[float], strict: bool = False,
-                                  toy: bool = True) -> Optional[bool]:
+                                  toy: bool = True, record: Union[None, str, os.PathLike] = PREDICTIONS_FILE,
+                                  start_over: bool = False) -> Optional[bool]:
     """Notebook 3, Exercise 2: a variant of the equivariance loss, and a prediction of its floor.
 
     fn(y_1, y_2, y_hat_1, y_hat_2, temperature=0.2) -> (): EquiMod's InfoNCE over the 4N vectors in
     which the other view of the same image (y_2^i for the anchor y_1^i, and y_1^i for y_2^i) is no
     longer a negative; checked against a reference on random inputs (any function of
     ``equimod_edu.losses`` is refused). floor_if_invariant: the predicted lowest value of this loss
-    (nats, mean over the anchors) when y_1 = y_2, or None (not answered yet). Once it is set, the
-    toy minimises the loss over free vectors (your fn if it passed, else the reference) with and
-    without that constraint and prints what it reaches. Returns True when both are right, False
-    when either is wrong, else None.
+    (nats, mean over the anchors) when y_1 = y_2, or None (not answered yet); the first answer is
+    recorded in `record` as :func:`check_prediction` records its answers, and shown on later runs.
+    Once it is set, the toy minimises the loss over free vectors (your fn if it passed, else the
+    reference) with and without that constraint and prints what it reaches. Returns True when both
+    are right, False when either is wrong, else None.
     """
     written = _check_variant(fn, strict)
     if floor_if_invariant is None:
+        line = _first_answer(record, OTHER_VIEW_QUESTION, None, [], None, start_over) if record is not None else ""
         _say("floor: not answered yet (set floor_if_invariant to a number, e.g. math.log(5), then run the cell "
-             "again; the toy runs once it is set).")
+             "again; the toy runs once it is set)." + (f"\n{line}" if line else ""))
         return False if written is False else None
     try:
         value = float(floor_if_invariant)
     except (TypeError, ValueError):
         return _verdict(False, strict, f"floor: floor_if_invariant must be a number, got {floor_if_invariant!r}.")
     right = math.log(2)
+    ok = abs(value - right) <= 0.01
+    line = _first_answer(record, OTHER_VIEW_QUESTION, f"{value:.4f}", [], ok, start_over) if record is not None else ""
     hints = {0.0: "an invariant y still has a rival equal to a positive: the anchor y_hat_1 has y_2 = y_1 among its "
                   "negatives, and the anchors y_1, y_2 (now one vector) share the candidates y_hat_1 and y_hat_2",
              math.log(3): "log 3 counts three candidates that tie with the positive at best; with y_2 gone, the "
@@ -843,13 +854,17 @@ def check_loss_without_other_view(fn: Callable, floor_if_invariant: Optional[flo
         _say(f"The toy: {whose} minimised over free vectors (4 images, temperature 0.05), nats per anchor:\n"
              + "\n".join(f"  {c:>10}: {v:.3f}" for c, v in rows.items())
              + f"\n  log 2 = {math.log(2):.3f}, log 3 = {math.log(3):.3f}")
-    if abs(value - right) > 0.01:
-        hint = next((why for near, why in hints.items() if abs(value - near) < 0.01), None)
-        return _verdict(False, strict, f"floor: {value:.4f} is not the floor" + (f" ({hint})." if hint else "."))
-    ok = _verdict(True, strict, f"floor: right: log 2 = {right:.3f}. Without the other view among the negatives, an "
-                                f"invariant y still pays log 2 per anchor: the two views' predictions are rivals "
-                                f"for one vector y_1 = y_2.")
-    return ok if written else (False if written is False else None)
+    if not ok:
+        hint = next((why for near, why in hints.items() if abs(value - near) <= 0.01), None)
+        return _verdict(False, strict, f"floor: {value:.4f} is not the floor" + (f" ({hint})." if hint else ".")
+                                       + (f"\n{line}" if line else ""))
+    _verdict(True, strict, f"floor: right: log 2 = {right:.3f}. Without the other view among the negatives, an "
+                           f"invariant y still pays log 2 per anchor: the two views' predictions are rivals for "
+                           f"one vector y_1 = y_2." + (f"\n{line}" if line else ""))
+    return True if written else (False if written is False else None)
+
+
+__all__ += ["check_loss_without_other_view"]
 
 
 # ============================================================================================

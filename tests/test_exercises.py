@@ -434,7 +434,7 @@ def test_a_damaged_record_is_reported_in_one_line_and_left_as_it_is(damage, caps
     assert RECORDS.read_bytes() == before
 
 
-# ---------------------------------------------------------------- notebook 3, Exercise 2: the loss without the other view
+# ---------------------------------------------------------------- notebook 3, Exercise 2: loss without the other view
 def _loss_without_other_view(y_1, y_2, y_hat_1, y_hat_2, temperature=0.2):
     """The answer in plain PyTorch (teachers/03_equimod.md)."""
     n = y_1.shape[0]
@@ -460,8 +460,11 @@ def test_the_loss_without_the_other_view_and_its_floor(capsys):
     out = capsys.readouterr().out
     none, invariant = (float(re.search(rf"{c}: (\d\.\d+)", out).group(1)) for c in ("none", "invariant"))
     assert none < 0.01 and abs(invariant - math.log(2)) < 0.01          # the toy reaches the floor, not below
+    first = json.loads(RECORDS.read_text())[exercises.OTHER_VIEW_QUESTION]
+    assert first["answer"] == f"{math.log(2):.4f}" and first["right"] is True
     assert check_loss_without_other_view(_loss_without_other_view, math.log(3), toy=False) is False
-    assert "log 3 counts three candidates" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "log 3 counts three candidates" in out and "Your first answer" in out
     full = lambda a, b, c, d, temperature=0.2: losses.equivariance_loss(a, b, c, d, temperature)  # noqa: E731
     assert check_loss_without_other_view(full, math.log(2), toy=False) is False
     assert "from equimod_edu.losses" in capsys.readouterr().out
