@@ -45,7 +45,8 @@ from . import equivariance, losses
 from .files import atomic_write, os_error_reason
 
 __all__ = ["check_nt_xent", "check_equivariance_gain", "check_equivariance_loss", "check_displacement_map",
-           "check_loss_floors", "loss_floor_toy", "check_prediction"]
+           "check_loss_floors", "loss_floor_toy", "check_prediction", "check_loss_without_other_view",
+           "check_decoupled_nt_xent", "decoupled_toy"]
 
 
 # ============================================================================================
@@ -198,7 +199,12 @@ def _call_refusing(fn: Callable, forbidden: dict[str, tuple[object, str]], *args
 
 
 def _refusal(exercise: str, called: str, strict: bool, asked: Optional[str] = None) -> bool:
-    """The verdict on an answer that calls a refused function; asked: the library function the exercise is about."""
+    """The verdict on an answer that calls a refused function; asked: the library function the exercise is about
+    ("" for a variant the library does not compute)."""
+    if asked == "":
+        return _verdict(False, strict, f"{exercise}: your function calls {called}, from equimod_edu.losses: no function "
+                                       f"of that module, public or private, may be used here. Write it yourself, in "
+                                       f"plain PyTorch.")
     if asked is None or called == asked or not called.startswith("losses."):
         return _verdict(False, strict, f"{exercise}: your function calls {called}, the function this exercise asks "
                                        f"you to write. Write it yourself, in plain PyTorch; the check compares it "
@@ -229,11 +235,13 @@ def _verdict(ok: bool, strict: bool, message: str) -> bool:
 
 def _check_function(name: str, fn: Callable, cases: Sequence[tuple[tuple, dict]], reference: Callable,
                     mistakes: dict[str, Callable], strict: bool, tol: float,
-                    forbidden: dict[str, tuple[object, str]], asked: Optional[str] = None) -> Optional[bool]:
+                    forbidden: dict[str, tuple[object, str]], asked: Optional[str] = None,
+                    reference_name: str = "equimod_edu.losses") -> Optional[bool]:
     """Run fn on each case, compare with reference; name the likely mistake when one matches.
 
     forbidden: display name -> (module, attribute) of the library functions fn must not call; asked:
-    the name of the one the exercise asks for (the refusal of another one says so).
+    the name of the one the exercise asks for (the refusal of another one says so; "" for a variant
+    the library does not compute); reference_name: what the success line says fn matches.
     """
     called = referenced_library(fn, {shown: getattr(owner, attr) for shown, (owner, attr) in forbidden.items()})
     if called is not None:
@@ -261,7 +269,7 @@ def _check_function(name: str, fn: Callable, cases: Sequence[tuple[tuple, dict]]
         if hint:
             message += f"\n  Hint: your result matches a common mistake: {hint}."
         return _verdict(False, strict, message)
-    return _verdict(True, strict, f"{name}: correct on {len(cases)} random cases (matches equimod_edu.losses). Well done!")
+    return _verdict(True, strict, f"{name}: correct on {len(cases)} random cases (matches {reference_name}). Well done!")
 
 
 def _short(value) -> str:
@@ -778,36 +786,10 @@ def _floor_of(loss: Callable, constraint: str, n_images: int = 4, dim: int = 16,
 
 def _check_variant(fn: Callable, strict: bool) -> Optional[bool]:
     """fn against _loss_without_other_view on random cases; no function of equimod_edu.losses may run."""
-    name = "loss without the other view"
-    forbidden = _library_functions(losses, "losses")
-
-    def refused(called: str) -> bool:
-        return _verdict(False, strict, f"{name}: your function calls {called}, from equimod_edu.losses: no function of "
-                                       f"that module may be used here. Write the variant yourself, in plain PyTorch.")
-
-    called = referenced_library(fn, {shown: getattr(owner, attr) for shown, (owner, attr) in forbidden.items()})
-    if called is not None:
-        return refused(called)
-    cases = _equi_loss_cases()
-    for k, (args, kwargs) in enumerate(cases):
-        got, problem = _call_refusing(fn, forbidden, *args, **kwargs)
-        if problem == "not implemented":
-            _say(f"{name}: not implemented yet (replace `raise NotImplementedError` by your code, then run this "
-                 f"cell again).")
-            return None
-        if problem is not None and problem.startswith("library: "):
-            return refused(problem[len("library: "):])
-        if problem is not None:
-            return _verdict(False, strict, f"{name}: your function raised {problem}.")
-        expected = _loss_without_other_view(*args, **kwargs)
-        if _close(got, expected, 1e-4):
-            continue
-        hint = next((why for why, wrong in _without_other_view_mistakes().items()
-                     if _close(got, wrong(*args, **kwargs), 1e-4)), None)
-        return _verdict(False, strict, f"{name}: not yet right (case {k + 1} of {len(cases)}, {kwargs}): expected "
-                                       f"{_short(expected)}, got {_short(got)}."
-                                       + (f"\n  Hint: {hint}." if hint else ""))
-    return _verdict(True, strict, f"{name}: correct on {len(cases)} random cases. Well done!")
+    return _check_function("loss without the other view", fn, _equi_loss_cases(), _loss_without_other_view,
+                           _without_other_view_mistakes(), strict, tol=1e-4,
+                           forbidden=_library_functions(losses, "losses"), asked="",
+                           reference_name="a reference written for this check")
 
 
 #: The key under which check_loss_without_other_view records the first prediction (runs/predictions.json).
@@ -864,8 +846,6 @@ def check_loss_without_other_view(fn: Callable, floor_if_invariant: Optional[flo
     return True if written else (False if written is False else None)
 
 
-__all__ += ["check_loss_without_other_view"]
-
 
 # ============================================================================================
 # Notebook 2, Exercise 1: NT-Xent without the positive in its denominator (the decoupled loss)
@@ -919,41 +899,20 @@ _DECOUPLED_MISTAKES = {
 }
 
 
+def _decoupled_mistakes() -> dict[str, Callable]:
+    """Each common mistake as a function of the case's arguments, for _check_function's hints."""
+    mistakes = {why: (lambda *args, _switches=switches, **kwargs: _contrastive64(*args, **kwargs, **_switches))
+                for why, switches in _DECOUPLED_MISTAKES.items()}
+    mistakes["the loss is summed over the 2N anchors (take the mean)"] = \
+        lambda z_1, z_2, **kwargs: 2 * len(z_1) * _contrastive64(z_1, z_2, **kwargs)
+    return mistakes
+
+
 def _check_decoupled_function(fn: Callable, strict: bool) -> Optional[bool]:
     """fn against _contrastive64 on random cases; no function of equimod_edu.losses may run."""
-    name = "decoupled loss"
-    forbidden = _library_functions(losses, "losses")
-
-    def refused(called: str) -> bool:
-        return _verdict(False, strict, f"{name}: your function calls {called}, from equimod_edu.losses: no function of "
-                                       f"that module may be used here. Write the loss yourself, in plain PyTorch.")
-
-    called = referenced_library(fn, {shown: getattr(owner, attr) for shown, (owner, attr) in forbidden.items()})
-    if called is not None:
-        return refused(called)
-    cases = _decoupled_cases()
-    for k, (args, kwargs) in enumerate(cases):
-        got, problem = _call_refusing(fn, forbidden, *args, **kwargs)
-        if problem == "not implemented":
-            _say(f"{name}: not implemented yet (replace `raise NotImplementedError` by your code, then run this "
-                 f"cell again).")
-            return None
-        if problem is not None and problem.startswith("library: "):
-            return refused(problem[len("library: "):])
-        if problem is not None:
-            return _verdict(False, strict, f"{name}: your function raised {problem}.")
-        expected = _contrastive64(*args, **kwargs)
-        if _close(got, expected, 1e-4):
-            continue
-        mistakes = {why: _contrastive64(*args, **kwargs, **switches) for why, switches in _DECOUPLED_MISTAKES.items()}
-        mistakes["the loss is summed over the 2N anchors (take the mean)"] = 2 * len(args[0]) * expected
-        hint = next((why for why, wrong in mistakes.items() if _close(got, wrong, 1e-4)), None)
-        shapes = ", ".join(str(tuple(a.shape)) for a in args)
-        return _verdict(False, strict, f"{name}: not yet right (case {k + 1} of {len(cases)}: inputs {shapes}, {kwargs}): "
-                                       f"expected {_short(expected)}, got {_short(got)}."
-                                       + (f"\n  Hint: your result matches a common mistake: {hint}." if hint else ""))
-    return _verdict(True, strict, f"{name}: correct on {len(cases)} random cases (against a float64 reference). "
-                                  f"Well done!")
+    return _check_function("decoupled loss", fn, _decoupled_cases(), _contrastive64, _decoupled_mistakes(), strict,
+                           tol=1e-4, forbidden=_library_functions(losses, "losses"), asked="",
+                           reference_name="a float64 reference")
 
 
 def check_decoupled_nt_xent(fn: Callable, value_at_alignment: Optional[float], strict: bool = False,
@@ -1007,5 +966,3 @@ def check_decoupled_nt_xent(fn: Callable, value_at_alignment: Optional[float], s
                            f"not bring it to 0." + (f"\n{line}" if line else ""))
     return True if written else (False if written is False else None)
 
-
-__all__ += ["check_decoupled_nt_xent", "decoupled_toy"]
