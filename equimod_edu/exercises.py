@@ -233,6 +233,19 @@ def _verdict(ok: bool, strict: bool, message: str) -> bool:
     return ok
 
 
+def _judge_number(label: str, value: float, ok: bool, hints: dict[float, str], what: str, why_right: str, line: str,
+                  written: Optional[bool], strict: bool) -> Optional[bool]:
+    """The verdict on a predicted number, with the hint of any known wrong value within 0.01 and `line` (the
+    recorded first answer); then the exercise's result: True when the written function (`written`) and the
+    number are both right, False when either is wrong, None while the function is not written yet."""
+    tail = f"\n{line}" if line else ""
+    if not ok:
+        hint = next((why for near, why in hints.items() if abs(value - near) <= 0.01), None)
+        return _verdict(False, strict, f"{label}: {value:.4f} is not {what}" + (f" ({hint})." if hint else ".") + tail)
+    _verdict(True, strict, f"{label}: right: {why_right}" + tail)
+    return True if written else (False if written is False else None)
+
+
 def _check_function(name: str, fn: Callable, cases: Sequence[tuple[tuple, dict]], reference: Callable,
                     mistakes: dict[str, Callable], strict: bool, tol: float,
                     forbidden: dict[str, tuple[object, str]], asked: Optional[str] = None,
@@ -836,14 +849,9 @@ def check_loss_without_other_view(fn: Callable, floor_if_invariant: Optional[flo
         _say(f"The toy: {whose} minimised over free vectors (4 images, temperature 0.05), nats per anchor:\n"
              + "\n".join(f"  {c:>10}: {v:.3f}" for c, v in rows.items())
              + f"\n  log 2 = {math.log(2):.3f}, log 3 = {math.log(3):.3f}")
-    if not ok:
-        hint = next((why for near, why in hints.items() if abs(value - near) <= 0.01), None)
-        return _verdict(False, strict, f"floor: {value:.4f} is not the floor" + (f" ({hint})." if hint else ".")
-                                       + (f"\n{line}" if line else ""))
-    _verdict(True, strict, f"floor: right: log 2 = {right:.3f}. Without the other view among the negatives, an "
-                           f"invariant y still pays log 2 per anchor: the two views' predictions are rivals for "
-                           f"one vector y_1 = y_2." + (f"\n{line}" if line else ""))
-    return True if written else (False if written is False else None)
+    return _judge_number("floor", value, ok, hints, "the floor", f"log 2 = {right:.3f}. Without the other view among "
+                         f"the negatives, an invariant y still pays log 2 per anchor: the two views' predictions are "
+                         f"rivals for one vector y_1 = y_2.", line, written, strict)
 
 
 
@@ -948,21 +956,16 @@ def check_decoupled_nt_xent(fn: Callable, value_at_alignment: Optional[float], s
     if written:
         shown += f" (your function: {float(torch.as_tensor(fn(z_1, z_2, temperature=temperature))):.4f})"
     _say(shown + ".")
-    if not ok:
-        hints = {nt_xent: "that is NT-Xent's value on the toy: the decoupled loss takes the positive out of the "
-                          "denominator, which leaves the two negatives",
-                 -1 / temperature: "-s(anchor, positive) = -1 / 0.5 = -2 is right, but the log of the denominator is "
-                                   "not 0: two negatives (the other image's two views), each at cosine 0",
-                 1 / temperature - math.log(2): "the sign: the positive's similarity enters with a minus sign, the log "
-                                                "of the negatives' sum with a plus",
-                 math.log(3) - 1 / temperature: "three terms in the denominator; with the anchor and its positive "
-                                                "taken out, two candidates remain",
-                 0.0: "a loss that is the -log of a probability stops at 0; this one is not, so nothing stops it there"}
-        hint = next((why for near, why in hints.items() if abs(value - near) <= 0.01), None)
-        return _verdict(False, strict, f"prediction: {value:.4f} is not the value" + (f" ({hint})." if hint else ".")
-                                       + (f"\n{line}" if line else ""))
-    _verdict(True, strict, f"prediction: right: -1/0.5 + log 2 = {right:.4f}, below 0. Without the positive in its "
-                           f"denominator the loss is no longer the -log of a probability, and perfect alignment does "
-                           f"not bring it to 0." + (f"\n{line}" if line else ""))
-    return True if written else (False if written is False else None)
+    hints = {nt_xent: "that is NT-Xent's value on the toy: the decoupled loss takes the positive out of the "
+                      "denominator, which leaves the two negatives",
+             -1 / temperature: "-s(anchor, positive) = -1 / 0.5 = -2 is right, but the log of the denominator is "
+                               "not 0: two negatives (the other image's two views), each at cosine 0",
+             1 / temperature - math.log(2): "the sign: the positive's similarity enters with a minus sign, the log "
+                                            "of the negatives' sum with a plus",
+             math.log(3) - 1 / temperature: "three terms in the denominator; with the anchor and its positive "
+                                            "taken out, two candidates remain",
+             0.0: "a loss that is the -log of a probability stops at 0; this one is not, so nothing stops it there"}
+    return _judge_number("prediction", value, ok, hints, "the value", f"-1/0.5 + log 2 = {right:.4f}, below 0. Without "
+                         f"the positive in its denominator the loss is no longer the -log of a probability, and "
+                         f"perfect alignment does not bring it to 0.", line, written, strict)
 
