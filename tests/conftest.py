@@ -1,6 +1,8 @@
 """Shared test fixtures and helpers: one torch thread, a free TCP port, a kernel of this Python."""
 
+import os
 import socket
+import sys
 
 import pytest
 import torch
@@ -21,6 +23,20 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def leave_process_group() -> None:
+    """End a spawned gloo worker once its results are written: a barrier, then exit at once.
+
+    Both ranks pass the barrier only when every collective (the backward's all_gather included) is
+    done. Exiting through os._exit then skips the interpreter's finalization, where gloo's worker
+    threads still holding tensors were seen to abort the process ("terminate called without an
+    active exception", SIGABRT) on a loaded machine, even after destroy_process_group.
+    """
+    torch.distributed.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def write_kernel_of_this_python(root) -> str:

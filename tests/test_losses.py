@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import free_port  # noqa: E402  (tests/conftest.py)
+from conftest import free_port, leave_process_group  # noqa: E402  (tests/conftest.py)
 import equimod_edu.losses as losses
 from equimod_edu.losses import (
     byol_loss,
@@ -278,20 +278,14 @@ def _worker(rank, port, out_dir):
     torch.distributed.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
         timeout=timedelta(seconds=60))
-    try:
-        rows = slice(rank * LOCAL_N, (rank + 1) * LOCAL_N)
-        local = [x[rows].clone().requires_grad_(True) for x in _global_batch()]
-        inv = nt_xent(local[0], local[1], 0.5)
-        equi = equivariance_loss(*local[2:], 0.2)
-        (inv + equi).backward()
-        torch.save({"inv": inv.detach(), "equi": equi.detach(),
-                    "grads": [x.grad for x in local]}, f"{out_dir}/rank{rank}.pt")
-        # Both ranks done with every collective before either tears gloo down: without it, one rank
-        # closing its connections while the other still finishes the backward's collective was
-        # seen to abort ("terminate called without an active exception") on a loaded machine.
-        torch.distributed.barrier()
-    finally:
-        torch.distributed.destroy_process_group()
+    rows = slice(rank * LOCAL_N, (rank + 1) * LOCAL_N)
+    local = [x[rows].clone().requires_grad_(True) for x in _global_batch()]
+    inv = nt_xent(local[0], local[1], 0.5)
+    equi = equivariance_loss(*local[2:], 0.2)
+    (inv + equi).backward()
+    torch.save({"inv": inv.detach(), "equi": equi.detach(),
+                "grads": [x.grad for x in local]}, f"{out_dir}/rank{rank}.pt")
+    leave_process_group()
 
 
 @pytest.mark.skipif(not (torch.distributed.is_available()

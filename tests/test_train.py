@@ -14,7 +14,7 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import free_port, tiny_config, tiny_dataset  # noqa: E402  (tests/conftest.py)
+from conftest import free_port, leave_process_group, tiny_config, tiny_dataset  # noqa: E402  (tests/conftest.py)
 from equimod_edu import train as train_module
 from equimod_edu.optim import LARS, lars_param_groups, warmup_cosine
 from equimod_edu.train import NonFiniteLossError, TrainConfig, Trainer, load_checkpoint, load_model
@@ -349,7 +349,7 @@ def _ddp_worker(rank, world, port, cfg_dict, data, results):
     mean_loss = torch.tensor(loss)
     torch.distributed.all_reduce(mean_loss)
     results[rank] = (float(mean_loss) / world, params)
-    torch.distributed.destroy_process_group()
+    leave_process_group()
 
 
 @pytest.mark.parametrize("base", ["simclr", "byol"])
