@@ -1,4 +1,5 @@
-# Two commands after cloning:  `make demo` (set up + run the main job), `make test` (set up + pass the tests).
+# Two commands after cloning:  `make demo` (set up + run the main job), `make test` (set up + pass every test;
+# `make test-fast` leaves out the slow and browser tests).
 # Both create .venv in the repository the first time and reuse it afterwards.
 # `make book` executes the notebooks (fast mode; FULL=1 for full mode, ONLY=01,03 for some) into book/*.html.
 PYTHON ?= python3
@@ -6,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser demo test lab book bench clean
+.PHONY: setup browser demo test test-fast lab book bench clean
 
 # JupyterLab refuses to start as root unless told; CI machines and containers run as root.
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
@@ -34,7 +35,15 @@ browser:
 demo: setup
 	$(PY) -m equimod_edu.cli demo
 
+# The linter (ruff: [tool.ruff] in pyproject.toml), then every test, the slow and browser ones included
+# (what CI runs: .ci/run).
 test: setup browser
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest --run-slow
+
+# The quick local loop: the tests marked slow or browser are skipped (conftest.py).
+test-fast: setup
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 lab: setup

@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from equimod_edu.augment import CIFAR10_MEAN, CIFAR10_STD, AugmentationConfig, apply
+from equimod_edu.augment import CIFAR10_MEAN, CIFAR10_STD, AugmentationConfig
+from equimod_edu.augment_cuda import augmenter_for
 
 
 def baseline_pipeline(cfg: AugmentationConfig):
@@ -47,10 +48,11 @@ def time_baseline(images_hwc: np.ndarray, cfg, seconds: float) -> float:
 def time_engine(images: torch.Tensor, cfg, seconds: float) -> float:
     """Images/s of sample + apply on whole batches (one augmented view per image)."""
     generator = torch.Generator(device=images.device).manual_seed(0)
+    augmenter = augmenter_for(cfg, images.device)  # on CUDA: augment_cuda's path, as the trainer
 
     def step():
         params = cfg.sample(len(images), tuple(images.shape[-2:]), generator, images.device)
-        return apply(images, params, cfg)
+        return augmenter.apply(images, params)
 
     for _ in range(3):  # warm-up (CUDA kernels, allocator)
         step()
@@ -69,7 +71,8 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--seconds", type=float, default=5.0, help="time spent measuring each side")
-    parser.add_argument("--repeats", type=int, default=5, help="alternating pairs of measurements; the median ratio is kept")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="alternating pairs of measurements; the median ratio is kept")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; use 1 on a machine shared with other jobs)")
     args = parser.parse_args()
@@ -80,7 +83,8 @@ def main():
     rng = np.random.default_rng(0)
     images_hwc = rng.integers(0, 256, (args.batch, 32, 32, 3), dtype=np.uint8)
     images = torch.from_numpy(images_hwc).permute(0, 3, 1, 2).contiguous().to(args.device)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, batch {args.batch}, 32x32")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
+          f"batch {args.batch}, 32x32")
 
     base, ours = [], []
     for _ in range(args.repeats):  # alternate, so a slow moment of the machine hits both sides of a pair

@@ -1,4 +1,4 @@
-"""How much does a *randomly initialised* network already know about the synthetic labels?
+"""How much a *randomly initialised* network already knows about the synthetic labels.
 
 Linear probes on the frozen features of the small ConvNet at its random init (and, as references, on
 raw pixels and on the ConvNet trained with the labels), for the shipped design or another one. The

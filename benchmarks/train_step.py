@@ -11,7 +11,7 @@ machine, with the same torch threads; nothing is compared with a number from els
 --mode step (default). EquiMod costs one more image per pair (x_o, x_1, x_2 through the backbone
     instead of x_1, x_2) plus g', p and u: 3 views against 2, so about 1.5x. Two
     ``equimod_edu.train.Trainer`` objects (EquiMod on / off, otherwise the same config, backbone
-    and batch) time ``trainer.training_step(step, trainer.make_views(images, step))`` (augmentation, forward, loss,
+    and batch) time ``trainer.train_step(step, trainer.make_batch(images, step))`` (augmentation, forward, loss,
     backward, LARS step) after warm-up steps, alternating the two models block by block over
     ``--repeats`` blocks of ``--steps`` steps; the median seconds/step of each is kept. On CUDA
     each block is bracketed by ``torch.cuda.synchronize()``.
@@ -37,7 +37,7 @@ machine, with the same torch threads; nothing is compared with a number from els
       epoch without persistent workers does).
     * ours: ``Trainer``'s device-resident path: the dataset lives on the device as one uint8
       tensor, ``trainer.batch_indices(epoch)`` gives the epoch's batches, and
-      ``trainer.training_step`` augments each whole batch with the batched engine.
+      ``trainer.make_batch`` augments each whole batch with the batched engine.
     Both see the same ``--images`` images (random uint8, CIFAR-sized; an "epoch" is one pass,
     ``images // 256`` steps). Epochs alternate baseline / ours over ``--repeats``; medians kept.
     Last line: ``ratio=<baseline s/epoch / ours s/epoch>`` (target >= 2).
@@ -121,23 +121,27 @@ def _ensure_tqdm() -> bool:
 
 TQDM_STUBBED = _ensure_tqdm()
 
-from equimod_edu.data import ImageDataset  # noqa: E402
-from equimod_edu.train import TrainConfig, Trainer  # noqa: E402
+from equimod_edu.config import TrainConfig  # noqa: E402
+from equimod_edu.dataset import ImageDataset  # noqa: E402
+from equimod_edu.objectives import Batch  # noqa: E402
+from equimod_edu.train import Trainer  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------
 # Shared helpers
 # --------------------------------------------------------------------------------------------
 def random_dataset(n: int, size: int = 32, seed: int = 0) -> ImageDataset:
-    """n random uint8 CIFAR-sized images (N, 3, size, size) with a dummy label column."""
+    """``n`` random uint8 CIFAR-sized images ``(n, 3, size, size)`` with a dummy label column."""
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
     return ImageDataset(images, {"label": torch.zeros(n, dtype=torch.int64)}, {}, "label")
 
 
 def make_trainer(args, dataset: ImageDataset, out_dir: str, equimod: bool = True, **overrides) -> Trainer:
-    """A Trainer on `dataset` with the CIFAR-10 augmentations; heads 512 wide for the ConvNet
-    (as the cpu-demo preset), the paper's 2048 otherwise."""
+    """A Trainer on ``dataset`` with the CIFAR-10 augmentations.
+
+    Heads are 512 wide for the ConvNet (as the cpu-live preset), the paper's 2048 otherwise.
+    """
     hidden = args.proj_hidden or (512 if args.backbone == "convnet" else 2048)
     cfg = dict(dataset="cifar10", augment="cifar10", backbone=args.backbone, proj_hidden=hidden,
                batch_size=args.batch, epochs=10, warmup_epochs=1, equimod=equimod, device=args.device,
@@ -168,11 +172,11 @@ def header(args) -> None:
 # --mode step: EquiMod step / SimCLR step
 # --------------------------------------------------------------------------------------------
 def time_steps(trainer: Trainer, images: torch.Tensor, first_step: int, steps: int) -> float:
-    """Seconds per training_step over `steps` consecutive steps (device synchronised)."""
+    """Seconds per train_step over `steps` consecutive steps (device synchronised)."""
     synchronize(trainer.device)
     start = time.perf_counter()
     for step in range(first_step, first_step + steps):
-        metrics = trainer.training_step(step, trainer.make_views(images, step))
+        metrics = trainer.train_step(step, trainer.make_batch(images, step))
     float(metrics["loss"])  # the last step's result on the host
     synchronize(trainer.device)
     return (time.perf_counter() - start) / steps
@@ -279,10 +283,9 @@ def baseline_epoch(trainer: Trainer, loader, first_step: int, capture: bool) -> 
     for x_o, x_1, x_2, t_1, t_2 in loader:  # a new iterator: worker start-up counts, as each epoch
         if capture:  # standardise the captured raw rows exactly as AugmentationConfig.encode does
             t_1, t_2 = (t_1 - mean) / std, (t_2 - mean) / std
-        views = [x.to(trainer.device) for x in (x_o, x_1, x_2)]
-        if trainer.channels_last:
-            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        metrics = trainer.update(step, *views, t_1.to(trainer.device), t_2.to(trainer.device))  # the loader made the views
+        x_o, x_1, x_2, t_1, t_2 = (x.to(trainer.device) for x in (x_o, x_1, x_2, t_1, t_2))
+        batch = Batch(x_o=x_o if trainer.objective.needs.x_o else None, x_1=x_1, x_2=x_2, t_1=t_1, t_2=t_2)
+        metrics = trainer.train_step(step, batch)  # the loader made the views; train_step lays them out
         step += 1
     float(metrics["loss"])
     synchronize(trainer.device)
@@ -294,7 +297,7 @@ def ours_epoch(trainer: Trainer, epoch: int) -> float:
     synchronize(trainer.device)
     start = time.perf_counter()
     for step in range(epoch * trainer.steps_per_epoch, (epoch + 1) * trainer.steps_per_epoch):
-        metrics = trainer.training_step(step, trainer.next_batch(step))
+        metrics = trainer.train_step(step, trainer.next_batch(step))
     float(metrics["loss"])
     synchronize(trainer.device)
     return time.perf_counter() - start
@@ -338,15 +341,18 @@ def mode_epoch(args) -> None:
 # --mode gpu-epoch: seconds per 50k-image EquiMod epoch, fast or plain settings
 # --------------------------------------------------------------------------------------------
 def count_host_syncs(trainer: Trainer, step: int) -> tuple[int, str]:
-    """Host synchronisations during one training step, the batch gather included (CUDA only), and the
-    first message. The CPU test tests/test_train.py::test_a_training_step_on_the_cuda_path_makes_no_host_
-    synchronisation checks the same step for the syncs a CPU can see; this counts every one."""
+    """Host synchronisations during one training step, the batch gather included (CUDA only).
+
+    Returns their count and the first message. The CPU test
+    tests/test_train.py::test_a_training_step_on_the_cuda_path_makes_no_host_synchronisation
+    checks the same step for the syncs a CPU can see; this counts every one.
+    """
     trainer.batch_indices(step // trainer.steps_per_epoch, trainer.device)  # the epoch's order: one copy per epoch
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            trainer.training_step(step, trainer.next_batch(step))
+            trainer.train_step(step, trainer.next_batch(step))
         finally:
             torch.cuda.set_sync_debug_mode("default")
     syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
@@ -375,19 +381,19 @@ def mode_gpu_epoch(args) -> None:
         print(f"set-up (model, {len(data)} images to {trainer.device}): {time.perf_counter() - start:.1f} s")
         start = time.perf_counter()
         for step in range(args.warmup):
-            float(trainer.training_step(step, trainer.make_views(batch(step), step))["loss"])
+            float(trainer.train_step(step, trainer.make_batch(batch(step), step))["loss"])
         print(f"warm-up ({args.warmup} steps{', compile included' if fast else ''}): "
               f"{time.perf_counter() - start:.1f} s")
         synchronize(trainer.device)
         start = time.perf_counter()
         for step in range(args.warmup, args.warmup + timed):
-            metrics = trainer.training_step(step, trainer.make_views(batch(step), step))
+            metrics = trainer.train_step(step, trainer.make_batch(batch(step), step))
         loss = float(metrics["loss"])
         synchronize(trainer.device)
         per_step = (time.perf_counter() - start) / timed
         start = time.perf_counter()  # the augmentation alone: the gather and the views of the same steps
         for step in range(args.warmup, args.warmup + timed):
-            views = trainer.make_views(batch(step), step)
+            views = trainer.make_batch(batch(step), step)
         float(views.x_1[0, 0, 0, 0])
         synchronize(trainer.device)
         augment_share = (time.perf_counter() - start) / timed / per_step
@@ -405,8 +411,11 @@ def mode_gpu_epoch(args) -> None:
 
 
 def mode_linear_eval(args) -> None:
-    """Seconds of one epoch of the paper's SGD linear evaluation (probes.linear_eval_sgd) on --images
-    random CIFAR-sized images with a ResNet-18 (random weights: the speed does not depend on them)."""
+    """Seconds of one epoch of the paper's SGD linear evaluation (``probes.linear_eval_sgd``).
+
+    On --images random CIFAR-sized images with a ResNet-18 (random weights: the speed does not
+    depend on them).
+    """
     from equimod_edu.models import EquiModModel
     from equimod_edu.probes import linear_eval_sgd
 
@@ -454,7 +463,8 @@ def main(argv=None):
     args.batch = args.batch or (512 if gpu_epoch else 256)
     args.warmup = args.warmup if args.warmup is not None else (3 if gpu_epoch else 2)
     args.images = args.images or (50_000 if gpu_epoch else 2048)
-    {"step": mode_step, "epoch": mode_epoch, "gpu-epoch": mode_gpu_epoch, "linear-eval": mode_linear_eval}[args.mode](args)
+    modes = {"step": mode_step, "epoch": mode_epoch, "gpu-epoch": mode_gpu_epoch, "linear-eval": mode_linear_eval}
+    modes[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -14,22 +14,13 @@ are (CPU or CUDA). It reproduces the torchvision pipeline of SimCLR / BYOL, in t
     RandomResizedCrop -> HorizontalFlip -> ColorJitter (random order, p) -> Grayscale (p)
     -> GaussianBlur (p) -> Solarize (p) -> Normalize
 
-Two paths, the same pixels. On a CPU each op runs only on the images that draw it (a subset). On
-a GPU (`_compute_all`) every op runs on every image and torch.where keeps the right result: no
-data-dependent shape, so no host synchronisation; the colour jitter rotates the hue once, between
-blends (``functional.jitter_every_image``), and `views` draws both views' parameters in one
-torch.rand (`sample_views_together`). A GPU pays per kernel launch, so that path is counted in
-aten ops by ``benchmarks/augment_ops.py``. The CPU draw order (`DRAWS`) is the stream every
-shipped result was trained with.
+Each op runs only on the images that draw it (a subset). The draw order (`DRAWS`) is the stream
+every shipped result was trained with. A GPU has its own path, the same pixels in fewer kernel
+launches, in ``augment_cuda.py`` (the trainer picks it on CUDA devices).
 
 The file reads in that order: parameters -> config -> sample -> apply -> encode. The pixel
-operations themselves are pure functions in ``functional.py``, and each matches its twin in
-``torchvision.transforms.v2.functional`` for the same parameters (tested in
-``tests/test_augment.py``): colour ops to float precision, the crop exactly inside the crop and
-within the interpolation difference on its border (we resample the crop from the whole image;
-torchvision cuts the crop out first, so its border pixels interpolate against a clamped edge
-instead of the pixels just outside the crop). Work is done in float32 without the intermediate
-uint8 rounding of PIL, and without antialiasing (irrelevant for CIFAR's upsampling crops).
+operations are pure functions in ``functional.py``, each tested against its torchvision twin (its
+docstring says how close, and why the crop's border differs).
 
 Parameter vector (official EquiMod order, docs/design.md section 1), 15 values on CIFAR-10:
     crop top, left, height, width (fractions of the image) | flip |
@@ -50,8 +41,18 @@ from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 
-from .functional import (JITTER_FUNCTIONS, check_images, check_params, gaussian_blur, grayscale,
-                         jitter_every_image, resized_crop, solarize, to_float)
+from .functional import (
+    JITTER_FUNCTIONS,
+    centre_box,
+    check_images,
+    check_params,
+    crop_box,
+    gaussian_blur,
+    grayscale,
+    resized_crop,
+    solarize,
+    to_float,
+)
 
 # Colour-jitter operations, indexed as in torchvision's ColorJitter (the order tensor holds these).
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
@@ -59,6 +60,8 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 PerView = Union[float, tuple[float, float]]  # a probability that may differ between the two views
+PROBABILITY = "must be a probability in [0, 1] (or a pair of them, one per view)"
+ABOVE_ZERO = math.nextafter(0.0, 1.0)  # the smallest float above 0: `x >= ABOVE_ZERO` reads `x > 0`
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,7 +121,9 @@ class AugmentationParams:
     @classmethod
     def identity(cls, n: int, device=None) -> "AugmentationParams":
         """Parameters that change nothing (full crop, no flip, no jitter...): a start for sliders.
-        Made on `device` without copying host data (x_o is built from them every step)."""
+
+        Made on ``device`` without copying host data (x_o is built from them every step).
+        """
         zeros = torch.zeros(n, device=device)
         false = torch.zeros(n, dtype=torch.bool, device=device)
         return cls(
@@ -197,8 +202,11 @@ class AugmentationConfig:
 
     @classmethod
     def imagenet(cls, **overrides) -> "AugmentationConfig":
-        """SimCLR ImageNet: crop 0.08-1 to 224 (bicubic), jitter 0.8/0.8/0.8/0.2, gray 0.2, blur p 0.5
-        sigma 0.1-2; x_o is Resize(256) + CenterCrop(224), as the official runs (original_crop 224/256)."""
+        """SimCLR's ImageNet augmentations.
+
+        Crop 0.08-1 to 224 (bicubic), jitter 0.8/0.8/0.8/0.2, gray 0.2, blur p 0.5 sigma 0.1-2;
+        x_o is Resize(256) + CenterCrop(224), as the official runs (original_crop 224/256).
+        """
         base = dict(size=224, crop_scale=(0.08, 1.0), interpolation="bicubic", brightness=0.8,
                     contrast=0.8, saturation=0.8, hue=0.2, blur_p=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                     original_crop=224 / 256)
@@ -212,7 +220,7 @@ class AugmentationConfig:
 
     @classmethod
     def byol_imagenet(cls, **overrides) -> "AugmentationConfig":
-        """BYOL ImageNet: as SimCLR ImageNet with BYOL's jitter 0.4/0.4/0.2/0.1, blur (1.0 / 0.1), solarize (0 / 0.2)."""
+        """BYOL ImageNet: SimCLR ImageNet with BYOL's jitter 0.4/0.4/0.2/0.1, blur (1.0 / 0.1), solarize (0 / 0.2)."""
         base = dict(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2))
         return cls.imagenet(**{**base, **overrides})
 
@@ -243,6 +251,26 @@ class AugmentationConfig:
         return dataclasses.replace(self, **changes)
 
     # ---- validation ------------------------------------------------------------------------
+    #: (field, low, high, why): each number of the field lies in [low, high]; a (min, max) pair is ordered
+    RANGES = (
+        ("crop_scale", ABOVE_ZERO, 1, "needs 0 < min <= max <= 1 (fractions of the image area)"),
+        ("crop_ratio", ABOVE_ZERO, math.inf, "needs 0 < min <= max"),
+        *((name, 0, 1, PROBABILITY) for name in ("flip_p", "jitter_p", "gray_p", "blur_p", "solarize_p")),
+        *((name, 0, math.inf, "must be >= 0 (factor drawn in [max(0, 1 - s), 1 + s])")
+          for name in ("brightness", "contrast", "saturation")),
+        ("hue", 0, 0.5, "must lie in [0, 0.5] turns"),
+        ("blur_sigma", ABOVE_ZERO, math.inf, "needs 0 < min <= max (pixels)"),
+        ("original_crop", ABOVE_ZERO, 1, "must lie in (0, 1]: the central fraction of the shorter side that x_o keeps"),
+        ("solarize_threshold", 0, 1, "must lie in [0, 1]"),
+        ("std", ABOVE_ZERO, math.inf, "mean and std need 3 values each, std > 0"),
+    )
+    CHOICES = (("interpolation", ("bilinear", "bicubic", "nearest")), ("hue_encoding", ("raw", "cyclic")))
+    PAIRS = ("crop_scale", "crop_ratio", "blur_sigma")  # (low, high): ordered
+    #: field -> (the tuple lengths it may have, why) for the fields holding several numbers; others hold one
+    SHAPES = {**dict.fromkeys(PAIRS, ((2,), "must be a pair of finite numbers (low, high)")),
+              **dict.fromkeys(("mean", "std"), ((3,), "must be 3 finite numbers, one per channel")),
+              **dict.fromkeys(("blur_p", "solarize_p"), ((1, 2), PROBABILITY))}
+
     def validate(self) -> None:
         """Raise ValueError naming the first field with an impossible value."""
         def bad(name, why):
@@ -253,57 +281,32 @@ class AugmentationConfig:
 
         for f in dataclasses.fields(self):  # shapes and finiteness first, so later checks can compare
             value = getattr(self, f.name)
-            if f.name in ("crop_scale", "crop_ratio", "blur_sigma"):
-                if not (isinstance(value, tuple) and len(value) == 2 and all(map(number, value))):
-                    bad(f.name, "must be a pair of finite numbers (low, high)")
-            elif f.name in ("mean", "std"):
-                if not (isinstance(value, tuple) and len(value) == 3 and all(map(number, value))):
-                    bad(f.name, "must be 3 finite numbers, one per channel")
-            elif f.name in ("blur_p", "solarize_p"):
+            if f.name in self.SHAPES:
+                lengths, why = self.SHAPES[f.name]
                 values = value if isinstance(value, tuple) else (value,)
-                if len(values) not in (1, 2) or not all(map(number, values)):
-                    bad(f.name, "must be a probability in [0, 1] (or a pair of them, one per view)")
-            elif f.name in ("interpolation", "hue_encoding"):
+                if len(values) not in lengths or not all(map(number, values)):
+                    bad(f.name, why)
+            elif f.name in dict(self.CHOICES):
                 if not isinstance(value, str):
                     bad(f.name, "must be a string")
             elif f.name != "blur_kernel" and not number(value):
                 bad(f.name, "must be a finite number")
         if not (isinstance(self.size, int) and self.size > 0):
             bad("size", "must be a positive int (pixels)")
-        lo, hi = self.crop_scale
-        if not (0 < lo <= hi <= 1):
-            bad("crop_scale", "needs 0 < min <= max <= 1 (fractions of the image area)")
-        lo, hi = self.crop_ratio
-        if not (0 < lo <= hi):
-            bad("crop_ratio", "needs 0 < min <= max")
-        if self.interpolation not in ("bilinear", "bicubic", "nearest"):
-            bad("interpolation", "must be 'bilinear', 'bicubic' or 'nearest'")
-        for name in ("flip_p", "jitter_p", "gray_p", "blur_p", "solarize_p"):
+        for name, low, high, why in self.RANGES:
             values = getattr(self, name)
-            values = values if isinstance(values, (tuple, list)) else (values,)
-            if len(values) not in (1, 2) or not all(0 <= float(v) <= 1 for v in values):
-                bad(name, "must be a probability in [0, 1] (or a pair of them, one per view)")
-        for name in ("brightness", "contrast", "saturation"):
-            if not getattr(self, name) >= 0:
-                bad(name, "must be >= 0 (factor drawn in [max(0, 1 - s), 1 + s])")
-        if not 0 <= self.hue <= 0.5:
-            bad("hue", "must lie in [0, 0.5] turns")
-        lo, hi = self.blur_sigma
-        if not (0 < lo <= hi):
-            bad("blur_sigma", "needs 0 < min <= max (pixels)")
+            values = values if isinstance(values, tuple) else (values,)
+            ordered = name not in self.PAIRS or values[0] <= values[1]
+            if not (ordered and all(low <= v <= high for v in values)):
+                bad(name, why)
+        for name, choices in self.CHOICES:
+            if getattr(self, name) not in choices:
+                bad(name, f"must be {', '.join(map(repr, choices[:-1]))} or {choices[-1]!r}")
         if self.blur_kernel is not None and not (isinstance(self.blur_kernel, int) and self.blur_kernel > 0
                                                  and self.blur_kernel % 2 == 1):
             bad("blur_kernel", "must be a positive odd int")
         if self.kernel_size > 2 * self.size - 1:
             bad("blur_kernel", f"must be at most 2 * size - 1 = {2 * self.size - 1} (the blur pads by reflection)")
-        if not 0 < self.original_crop <= 1:
-            bad("original_crop", "must lie in (0, 1]: the central fraction of the shorter side that x_o keeps")
-        if not 0 <= self.solarize_threshold <= 1:
-            bad("solarize_threshold", "must lie in [0, 1]")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            bad("std", "mean and std need 3 values each, std > 0")
-        if self.hue_encoding not in ("raw", "cyclic"):
-            bad("hue_encoding", "must be 'raw' or 'cyclic'")
 
     # ---- per-view values ---------------------------------------------------------------------
     def view_value(self, name: str, view: int) -> float:
@@ -342,18 +345,21 @@ class AugmentationConfig:
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) uint8 or float in [0, 1] -> float, (x - mean) / std per channel."""
         x = to_float(images)
-        mean, std = channel_stats(self.mean, self.std, x.device)
+        mean, std = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (self.mean, self.std))
         return (x - mean) / std
 
     def original(self, images: torch.Tensor) -> torch.Tensor:
-        """x_o, EquiMod's anchor: the central square of `original_crop` of the shorter side, resized to
-        `size` (Resize(size / original_crop) + CenterCrop(size)), and normalised. With the defaults
-        (1.0) and images of `size` already, it is only normalised."""
+        """x_o, EquiMod's anchor: a central square, resized and normalised.
+
+        The square is ``original_crop`` of the shorter side, resized to ``size``
+        (Resize(size / original_crop) + CenterCrop(size)). With the defaults (1.0) and images of
+        ``size`` already, it is only normalised.
+        """
         h, w = images.shape[-2:]
         if (h, w) == (self.size, self.size) and self.original_crop == 1.0:
             return self.normalize(images)
         params = AugmentationParams.identity(images.shape[0], images.device)
-        params.crop[:] = centre_box(self.original_crop, h, w, images.device)
+        params.crop[:] = torch.tensor(centre_box(self.original_crop, h, w), device=images.device)
         return apply(images, params, self)
 
     def sample_pair(self, n: int, image_size: Optional[tuple[int, int]] = None,
@@ -368,24 +374,13 @@ class AugmentationConfig:
 
         images (N, 3, H, W). Parameters are drawn for all N images; `rows` then keeps a share of
         them (one process's share of a global batch: every process draws the same parameters).
-        On a CPU the views come from sample_pair's stream; on a GPU from one joint draw
-        (sample_views_together: the same distribution, other numbers).
+        The parameters come from sample_pair's stream (a GPU's augment_cuda draws both at once).
         """
         check_images(images)
-        n, size = images.shape[0], tuple(images.shape[-2:])
-        if not _compute_all(images):
-            p1, p2 = self.sample_pair(n, size, generator, images.device)
-            if rows is not None:
-                images, p1, p2 = images[rows], p1[rows], p2[rows]
-            return Views(self.original(images), apply(images, p1, self), apply(images, p2, self), p1, p2)
-        # The GPU path: both views drawn at once and applied in one pass (a fraction of the launches).
-        both = sample_views_together(self, n, size, generator, images.device)
-        p1, p2 = both[:n], both[n:]
+        p1, p2 = self.sample_pair(images.shape[0], tuple(images.shape[-2:]), generator, images.device)
         if rows is not None:
             images, p1, p2 = images[rows], p1[rows], p2[rows]
-            both = AugmentationParams.cat([p1, p2])
-        x_1, x_2 = apply(torch.cat([images, images]), both, self).chunk(2)
-        return Views(self.original(images), x_1, x_2, p1, p2)
+        return Views(self.original(images), apply(images, p1, self), apply(images, p2, self), p1, p2)
 
     @property
     def encoded_dim(self) -> int:
@@ -454,58 +449,18 @@ DRAWS = (("area", 10), ("log_ratio", 10), ("top", 1), ("left", 1), ("flip", 1), 
          ("sigma", 1), ("solarize", 1))
 
 
-def draw_uniforms(rows: int, generator=None, device=None, together: bool = False,
-                  draws=DRAWS) -> dict[str, torch.Tensor]:
-    """U[0, 1) numbers for `rows` images: name -> (rows,) tensor, or (rows, width) for width > 1.
+def draw_uniforms(rows: int, generator=None, device=None, draws=DRAWS) -> dict[str, torch.Tensor]:
+    """U[0, 1) numbers for ``rows`` images: name -> ``(rows,)``, or ``(rows, width)`` for width > 1.
 
-    together=False: one torch.rand per name, in the order of `draws` (the CPU path: the stream the
-    shipped results were trained with). together=True: one torch.rand (rows, 36) split into the
-    names, the same distribution in one kernel instead of 15 (the GPU path, where every launch costs).
+    One torch.rand per name in the order of ``draws`` (the stream the shipped results were trained with).
     """
-    widths = [width for _, width in draws]
-    if together:
-        columns = torch.rand(rows, sum(widths), generator=generator, device=device).split(widths, dim=1)
-    else:
-        columns = [torch.rand(rows, width, generator=generator, device=device) for width in widths]
+    columns = [torch.rand(rows, width, generator=generator, device=device) for _, width in draws]
     return {name: column[:, 0] if width == 1 else column for (name, width), column in zip(draws, columns)}
 
 
 def _between(u: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """U[0, 1) numbers -> U[low, high)."""
     return low + (high - low) * u
-
-
-def crop_box(u: dict[str, torch.Tensor], image_size: tuple[int, int], scale, ratio) -> torch.Tensor:
-    """RandomResizedCrop.get_params for n images at once -> (N, 4) top, left, height, width fractions.
-
-    u holds the uniforms "area", "log_ratio" (N, 10) and "top", "left" (N,) (see draw_uniforms).
-    As torchvision: up to 10 tries of (area, log-uniform aspect ratio) rounded to whole pixels,
-    kept if the box fits; images where no try fits get the central crop clamped to `ratio`.
-    """
-    height, width = image_size
-    area = height * width * _between(u["area"], scale[0], scale[1])
-    log_ratio = _between(u["log_ratio"], math.log(ratio[0]), math.log(ratio[1]))
-    aspect = torch.exp(log_ratio)
-    w = torch.round(torch.sqrt(area * aspect))
-    h = torch.round(torch.sqrt(area / aspect))
-    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = torch.argmax(fits.int(), dim=1, keepdim=True)  # index of the first try that fits
-    w, h, found = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0], fits.any(dim=1)
-
-    in_ratio = width / height  # fallback: the central crop, as torchvision
-    if in_ratio < ratio[0]:
-        fw, fh = width, round(width / ratio[0])
-    elif in_ratio > ratio[1]:
-        fw, fh = round(height * ratio[1]), height
-    else:
-        fw, fh = width, height
-    w = torch.where(found, w, torch.full_like(w, fw))
-    h = torch.where(found, h, torch.full_like(h, fh))
-    top = torch.floor(u["top"] * (height - h + 1))
-    left = torch.floor(u["left"] * (width - w + 1))
-    top = torch.where(found, top, torch.div(height - h, 2, rounding_mode="floor"))
-    left = torch.where(found, left, torch.div(width - w, 2, rounding_mode="floor"))
-    return torch.stack([top / height, left / width, h / height, w / width], dim=1)
 
 
 def sample_crop(n: int, image_size: tuple[int, int], scale, ratio, generator=None, device=None) -> torch.Tensor:
@@ -543,7 +498,7 @@ def params_from_uniforms(config: AugmentationConfig, u: dict[str, torch.Tensor],
                               blur=blur, sigma=sigma, solarize=solarize, **factors)
 
 
-def _check_sampling(n: int, generator, device) -> Optional[torch.device]:
+def check_sampling(n: int, generator, device) -> Optional[torch.device]:
     """Raise ValueError for a bad batch size or a generator on another device; return the device."""
     if n <= 0:
         raise ValueError(f"n must be a positive number of images, got {n}")
@@ -560,49 +515,17 @@ def sample(config: AugmentationConfig, n: int, image_size=None, generator=None, 
     """Draw per-image augmentation parameters for a batch (see AugmentationConfig.sample)."""
     if view not in (0, 1):
         raise ValueError(f"view must be 0 or 1, got {view!r}")
-    device = _check_sampling(n, generator, device)
+    device = check_sampling(n, generator, device)
     u = draw_uniforms(n, generator, device)
     return params_from_uniforms(config, u, image_size or (config.size, config.size),
                                 config.view_value("blur_p", view), config.view_value("solarize_p", view))
 
 
-def sample_views_together(config: AugmentationConfig, n: int, image_size=None, generator=None,
-                          device=None) -> AugmentationParams:
-    """Both views' parameters of n images from one draw: 2n rows, view 0 settings first (the GPU path).
-
-    The same distribution as sample_pair, other numbers: use it where launches cost, not where a
-    CPU result must be reproduced (sample_pair's stream is the one the shipped results used).
-    """
-    device = _check_sampling(n, generator, device)
-    u = draw_uniforms(2 * n, generator, device, together=True)
-    second = torch.arange(2 * n, device=device) >= n  # the rows of view 1
-
-    def per_view(name):
-        p0, p1 = config.view_value(name, 0), config.view_value(name, 1)
-        return p0 if p0 == p1 else torch.where(second, p1, p0)
-
-    return params_from_uniforms(config, u, image_size or (config.size, config.size),
-                                per_view("blur_p"), per_view("solarize_p"))
-
-
-def _compute_all(images: torch.Tensor) -> bool:
-    """Whether _where computes every image (GPU) rather than the selected subset (CPU)."""
-    return images.is_cuda
-
-
-def _where(mask: torch.Tensor, op, images: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
-    """images[i] <- op(images[i], args[i]) for the images where mask[i], others unchanged.
-
-    On CUDA every image is computed and the result selected with torch.where: the GPU has work to
-    spare, and a data-dependent subset would force a host synchronisation. On CPU only the selected
-    subset is computed and written back in place (apply owns the tensor it passes here).
-    """
-    if _compute_all(images):
-        return torch.where(mask.view(-1, 1, 1, 1), op(images, *args), images)
+def _where(mask: torch.Tensor, op, images: torch.Tensor, *args: torch.Tensor) -> None:
+    """In place, on the subset only: images[i] <- op(images[i], args[i]) where mask[i] (apply owns images)."""
     index = mask.nonzero().squeeze(1)
     if index.numel() > 0:  # index_select: the same rows as images[index], several times faster on a CPU
         images[index] = op(images.index_select(0, index), *(a.index_select(0, index) for a in args))
-    return images
 
 
 # --------------------------------------------------------------------------------------------
@@ -620,28 +543,25 @@ def apply(images: torch.Tensor, params: AugmentationParams, config: Optional[Aug
     check_images(images)
     check_params(images, params)
     p = params
+    x = crop_and_flip(images, p, config)
+    for step in range(4):  # colour jitter: at step s each image runs its own op order[:, s]
+        for op_index, op in enumerate(JITTER_FUNCTIONS):
+            _where(p.jitter & (p.order[:, step] == op_index), op, x, getattr(p, JITTER_OPS[op_index]))
+    _where(p.grayscale, grayscale, x)
+    if config.has_blur:
+        sigma = torch.where(p.blur, p.sigma, torch.ones_like(p.sigma))  # sigma 0 never reaches the kernel
+        _where(p.blur, lambda im, s: gaussian_blur(im, s, config.kernel_size), x, sigma)
+    if config.has_solarize:
+        _where(p.solarize, lambda im: solarize(im, config.solarize_threshold), x)
+    return config.normalize(x) if normalize else x
+
+
+def crop_and_flip(images: torch.Tensor, params: AugmentationParams, config: AugmentationConfig) -> torch.Tensor:
+    """Apply's first step, crop then flip: ``(N, 3, H, W)`` uint8 or float -> ``(N, 3, S, S) float32`` in [0, 1]."""
     # uint8 -> float in the (N, H, 3, W) memory layout that resized_crop multiplies in: its (N, H, 3W)
     # view of the images is then free, and the copy is made of bytes, not floats
     x = to_float(images.permute(0, 2, 1, 3).contiguous()).permute(0, 2, 1, 3)
-    x = resized_crop(x, p.crop, p.flip, config.size, config.interpolation).clamp_(0, 1)
-
-    # Colour jitter: at step s each image runs its own op order[:, s] (a per-image random order).
-    if _compute_all(x):
-        x = jitter_every_image(x, p.jitter, p.order, torch.stack([p.brightness, p.contrast, p.saturation], 1), p.hue)
-    else:
-        for step in range(4):
-            for op_index, op in enumerate(JITTER_FUNCTIONS):
-                selected = p.jitter & (p.order[:, step] == op_index)
-                factor = getattr(p, JITTER_OPS[op_index])
-                x = _where(selected, op, x, factor)
-
-    x = _where(p.grayscale, grayscale, x)
-    if config.has_blur:
-        sigma = torch.where(p.blur, p.sigma, torch.ones_like(p.sigma))  # sigma 0 never reaches the kernel
-        x = _where(p.blur, lambda im, s: gaussian_blur(im, s, config.kernel_size), x, sigma)
-    if config.has_solarize:
-        x = _where(p.solarize, lambda im: solarize(im, config.solarize_threshold), x)
-    return config.normalize(x) if normalize else x
+    return resized_crop(x, params.crop, params.flip, config.size, config.interpolation).clamp_(0, 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -681,26 +601,6 @@ def _encoding_stats(key: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
-@functools.lru_cache(maxsize=64)
-def channel_stats(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(1, 3, 1, 1) normalisation mean and std on `device`, made once per device (no copy per step)."""
-    return (torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1))
-
-
-@functools.lru_cache(maxsize=64)
-def centre_box(fraction: float, height: int, width: int, device: torch.device) -> torch.Tensor:
-    """(4,) crop box (top, left, height, width; fractions) of the central square of `fraction` of the
-    shorter side, made once per (fraction, size, device): x_o needs no host-to-device copy per step."""
-    side = fraction * min(height, width)
-    return torch.tensor([(1 - side / height) / 2, (1 - side / width) / 2, side / height, side / width], device=device)
-
-
-@functools.lru_cache(maxsize=64)
-def _device_encoding_stats(key: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    mean, std = _encoding_stats(key)
-    return mean.to(device), std.to(device)
-
-
 def encoding_stats(config: AugmentationConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std (P,) of the raw vector, measured on 2 x 32768 draws of the config (both views)."""
     return _encoding_stats(_config_key(config))
@@ -712,5 +612,5 @@ def encode(params: AugmentationParams, config: AugmentationConfig) -> torch.Tens
     Which columns a model's predictor actually reads is the model's business (ModelConfig.param_mask,
     built with config.param_mask(groups)).
     """
-    mean, std = _device_encoding_stats(_config_key(config), params.device)  # made once per (config, device)
-    return (raw_vector(params, config) - mean) / std
+    mean, std = encoding_stats(config)
+    return (raw_vector(params, config) - mean.to(params.device)) / std.to(params.device)

@@ -66,13 +66,18 @@ class BookError(RuntimeError):
 
 
 class CellError(BookError):
-    """A cell raised: the line names the notebook, the cell and the exception; .details is nbclient's
-    CellExecutionError text (the traceback)."""
+    """A cell raised: the line names the notebook, the cell and the exception.
+
+    ``.details`` is nbclient's CellExecutionError text (the traceback).
+    """
 
 
 def write_kernel_of_this_python(root, display_name: str = "Python 3 (equimod_edu)") -> str:
-    """A "python3" kernel spec under root/jupyter whose argv starts sys.executable; put root/jupyter
-    first on JUPYTER_PATH and Jupyter picks it over any user-level or system "python3" kernel."""
+    """A "python3" kernel spec under ``root/jupyter`` whose argv starts ``sys.executable``.
+
+    Put ``root/jupyter`` first on JUPYTER_PATH and Jupyter picks it over any user-level or system
+    "python3" kernel.
+    """
     from ipykernel.kernelspec import write_kernel_spec
 
     write_kernel_spec(Path(root) / "jupyter" / "kernels" / "python3", overrides={"display_name": display_name})
@@ -173,8 +178,11 @@ def unprinted_numbers(nb, mode: str) -> list[tuple[int, str]]:
 
 
 def to_html(nb, resources_path=None) -> str:
-    """The executed notebook as one standalone HTML page (JupyterLab's look; figures as embedded PNG;
-    images linked from markdown embedded too, found relative to resources_path)."""
+    """The executed notebook as one standalone HTML page in JupyterLab's look.
+
+    Figures are embedded PNG; images linked from markdown are embedded too, found relative to
+    ``resources_path``.
+    """
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(template_name="lab", embed_images=True)
@@ -260,8 +268,10 @@ def _execute(path: Path, source, scratch: Path, kernel: str, timeout: int, mode:
 
 # ---------------------------------------------------------------- the build
 def select(folder: Path, only: str | None) -> list[Path]:
-    """The numbered notebooks of folder, or those whose numbers `only` lists ("01,03"); ValueError
-    saying what is there when a number matches none."""
+    """The numbered notebooks of ``folder``, or those whose numbers ``only`` lists ("01,03").
+
+    A number that matches none raises ValueError saying what is there.
+    """
     paths = sorted(Path(folder).glob(PATTERN))
     if not paths:
         raise ValueError(f"no notebooks named {PATTERN} in {folder}")

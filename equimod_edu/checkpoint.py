@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .augment import AugmentationConfig
-from .config import TrainConfig, legacy_fields
+from .config import TrainConfig, check_fields
 from .files import atomic_write
 from .models import EquiModModel, ModelConfig
 
@@ -77,7 +77,8 @@ def all_finite(tensors) -> bool:
 def model_config_of(state: dict) -> ModelConfig:
     """The ModelConfig a checkpoint describes ("model_config", or rebuilt from its TrainConfig)."""
     if "model_config" in state:
-        return ModelConfig(**legacy_fields(state["model_config"]))
+        check_fields(ModelConfig, state["model_config"])
+        return ModelConfig(**state["model_config"])
     return TrainConfig.from_dict(state["config"]).model_config()
 
 

@@ -78,7 +78,8 @@ def _given(args, config_class) -> dict:
 def cmd_train(args) -> int:
     from .checkpoint import CHECKPOINT_NAME, load_checkpoint
     from .config import TrainConfig
-    from .train import NonFiniteLossError, Trainer
+    from .run_folder import NonFiniteLossError
+    from .train import Trainer
 
     overrides = _given(args, TrainConfig)
     if args.out:
@@ -117,7 +118,7 @@ def cmd_gallery(args) -> int:
     from .augment import AugmentationConfig
     from .data import synthetic
     from .figures import use_headless_backend, views_gallery
-    from .views import describe_params
+    from .recipes import describe_params
 
     use_headless_backend()
     out = Path(args.out)
@@ -324,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     le.set_defaults(func=cmd_label_efficiency)
 
     train = sub.add_parser("train", help="train SimCLR / BYOL with or without EquiMod")
-    train.add_argument("--preset", default="cpu-live", choices=sorted([*TrainConfig.PRESETS, *TrainConfig.PRESET_ALIASES]))
+    train.add_argument("--preset", default="cpu-live", help=f"one of {', '.join(sorted(TrainConfig.PRESETS))}")
     train.add_argument("--out", default=None, help="run folder (same as --out-dir)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--overwrite", action="store_true", help="delete the run already in --out and start over")

@@ -26,8 +26,9 @@ from .train import Trainer
 #: "simclr-no-colour" is the controlled experiment for invariance: the same SimCLR without the
 #: augmentations that change colour (hue, saturation, grayscale); what it keeps and SimCLR loses
 #: is what colour invariance throws away. "supervised" trains the same backbone with the labels
-#: (supervised.py). "equimod-mlp-cyclic-h" asks for the equivariance in h itself (no projector g':
-#: y = h), so what the predictor needs (the colour) must stay in the representation that is probed.
+#: (supervised.train_supervised: the Trainer with the supervised objective). "equimod-mlp-cyclic-h"
+#: asks for the equivariance in h itself (no projector g': y = h), so what the predictor needs (the
+#: colour) must stay in the representation that is probed.
 #: "equimod-mlp-cyclic-colour" shows the predictor only the colour parameters: the two views of an
 #: image then differ, for the predictor, only by their colour changes, so the module must use them.
 #: "equimod-mlp-cyclic-colour-h" combines the two; "...-lam0.3" weighs its loss 0.3 instead of 1.
@@ -64,7 +65,7 @@ VARIANTS = {
     "byol-time": dict(base="byol", equimod=False, z_dim=256),
     "byol-equimod": dict(base="byol", equimod=True, z_dim=256),
     "byol-equimod-mlp-cyclic": dict(base="byol", equimod=True, predictor_depth=1, hue_encoding="cyclic", z_dim=256),
-    "supervised": dict(base="simclr", equimod=False),
+    "supervised": dict(base="simclr", equimod=False, objective="supervised"),
 }
 
 #: Epoch multipliers of the time-matched baselines. An EquiMod step runs 3 images per pair through
@@ -117,38 +118,6 @@ DEMO_METRICS = ("shape_acc", "colour_acc", "knn_acc", "colour_knn", "equivarianc
                 "inv_chance", "inv_top1_final", "train_seconds")
 
 
-def _get(report: Optional[dict], *keys, default=None):
-    for key in keys:
-        if not isinstance(report, dict) or report.get(key) is None:
-            return default
-        report = report[key]
-    return report
-
-
-def headline(report: dict) -> dict:
-    """The flat headline metrics of one evaluation report (report.evaluate_run's dict)."""
-    target = report["target"]
-    own = report.get("equivariance")
-    posthoc = report.get("equivariance_posthoc")
-    scored = own if own is not None else posthoc
-    probes = report.get("augmentation_probes") or {}
-    r2 = [p["value"] for p in probes.values() if p and p["metric"] == "r2"]
-    return {
-        "shape_acc": _get(report, "labels", target, "value"),
-        "colour_acc": _get(report, "labels", "colour", "value"),
-        "knn_acc": _get(report, "knn", target),
-        "colour_knn": _get(report, "knn", "colour"),
-        "equivariance_gain": _get(scored, "gain"),
-        "mrr": _get(scored, "retrieval", "mrr"),
-        "hit1": _get(scored, "retrieval", "hit@1"),
-        "posthoc_gain": _get(posthoc, "gain"),
-        "posthoc_mrr": _get(posthoc, "retrieval", "mrr"),
-        "param_r2": sum(r2) / len(r2) if r2 else None,
-        "hue_r2": _get(probes, "hue", "value"),
-        "hue_sensitivity": _get(report, "sensitivity", "hue"),
-    }
-
-
 def _mean_std(values: Sequence[Optional[float]]) -> Optional[dict]:
     values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not values:
@@ -197,7 +166,7 @@ def train_variant(variant: str, seed: int, out_dir: Path, preset: str, overrides
     resume = checkpoint.exists()
     if resume and load_checkpoint(checkpoint).get("stop_reason") == "finished":
         return run_dir
-    if variant == "supervised":
+    if cfg.objective == "supervised":  # the reference's recipe (AdamW, one log line per epoch)
         from .supervised import train_supervised
         train_supervised(cfg, progress=progress)
         return run_dir
@@ -206,11 +175,6 @@ def train_variant(variant: str, seed: int, out_dir: Path, preset: str, overrides
     if trainer.stop_reason != "finished":  # Ctrl-C / SIGTERM: the checkpoint is saved, stop here
         raise KeyboardInterrupt(f"{trainer.stop_reason}; run the same command again to continue")
     return run_dir
-
-
-def train_seconds(run_dir: Path) -> Optional[float]:
-    """Wall seconds the run spent in its training loop (over all resumes), from its checkpoint."""
-    return training_summary(run_dir)["train_seconds"]
 
 
 def training_summary(run_dir: Path) -> dict:
@@ -246,7 +210,7 @@ def compare(variants: Sequence[str], seeds: Sequence[int], out_dir, preset: str 
     Writes OUT/comparison.json, OUT/comparison.md and OUT/comparison.png. eval_sizes: an
     report.EvalSizes overriding the FAST / FULL sizes (e.g. a one-minute smoke run).
     """
-    from .report import FAST, FULL, evaluate_random_init, evaluate_run, write_report
+    from .report import FAST, FULL, evaluate_random_init, evaluate_run, headline, write_report
 
     start = time.perf_counter()
     out_dir = Path(out_dir)

@@ -21,17 +21,21 @@ import torch
 from .augment import AugmentationConfig
 from .models import ModelConfig
 
-__all__ = ["TrainConfig", "legacy_fields"]
+__all__ = ["TrainConfig", "check_fields"]
 
 
-def legacy_fields(values: dict) -> dict:
-    """Config dicts of earlier releases (checkpoints, config.json) in today's fields: BYOL's projection
-    width was ``byol_z_dim`` (256, while ``z_dim`` did nothing for BYOL); it is now ``z_dim``."""
-    values = dict(values)
-    byol_z_dim = values.pop("byol_z_dim", None)
-    if byol_z_dim is not None and values.get("base") == "byol":
-        values["z_dim"] = byol_z_dim
-    return values
+def check_fields(cls, values: dict) -> None:
+    """One ValueError naming the keys of ``values`` that are not fields of the dataclass ``cls``.
+
+    ``values`` is a checkpoint's or config.json's dict; for a file from before BYOL's ``byol_z_dim``
+    became ``z_dim``, the message says how to convert it.
+    """
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if "byol_z_dim" in unknown:
+        raise ValueError(f"{cls.__name__} field byol_z_dim is now z_dim: in the file's dict, for a BYOL run set "
+                         f"z_dim to the byol_z_dim value, then delete byol_z_dim (a SimCLR run: just delete it)")
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}")
 
 
 @dataclass
@@ -61,6 +65,7 @@ class TrainConfig:
     byol_hidden: int = 4096
     ema_base: float = 0.996
     # loss
+    objective: str = "self-supervised"    # what is optimised (train.OBJECTIVES): base + EquiMod | "supervised"
     lam: float = 1.0                      # weight of the equivariance loss
     temperature_inv: float = 0.5          # NT-Xent (SimCLR)
     temperature_equi: float = 0.2         # equivariance InfoNCE
@@ -119,14 +124,11 @@ class TrainConfig:
                               optimizer="adamw", lr=2e-3, log_every=10, checkpoint_every=200, device="cpu"),
     }
 
-    #: Earlier names that still work: "cpu-demo" is the live budget.
-    PRESET_ALIASES = {"cpu-demo": "cpu-live"}
-
     @classmethod
     def preset(cls, name: str, **overrides) -> "TrainConfig":
-        name = cls.PRESET_ALIASES.get(name, name)
         if name not in cls.PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(cls.PRESETS)}")
+            renamed = " ('cpu-demo' is now called 'cpu-live')" if name == "cpu-demo" else ""
+            raise ValueError(f"unknown preset {name!r}{renamed}; choose one of {sorted(cls.PRESETS)}")
         return cls(**{**cls.PRESETS[name], **overrides})
 
     def to_dict(self) -> dict:
@@ -134,11 +136,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        values = legacy_fields(values)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        check_fields(cls, values)
         return cls(**values)
 
     # ---- validation: every mistake found before any work, with the field named --------------
@@ -155,8 +153,9 @@ class TrainConfig:
                           f"dataset, or leave stream unset)")
         for name in ("epochs", "batch_size", "log_every", "checkpoint_every", "num_workers", "seed"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name in ("num_workers", "seed") else 1):
-                bad(name, "must be a non-negative int" if name in ("num_workers", "seed") else "must be a positive int")
+            may_be_zero = name in ("num_workers", "seed")
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if may_be_zero else 1):
+                bad(name, "must be a non-negative int" if may_be_zero else "must be a positive int")
         if self.seed >= 2**63:
             bad("seed", "must be below 2^63 (torch's seed range)")
         if self.batch_size < 2:

@@ -1,11 +1,11 @@
 """Datasets as uint8 tensors: the shipped synthetic set, CIFAR-10, and any image folder.
 
-Every loader returns an :class:`ImageDataset` (``dataset.py``): all images in one
+Every loader returns an ``ImageDataset`` (``dataset.py``): all images in one
 ``(N, 3, H, W) uint8`` tensor plus one or several label columns. Small sets live whole on the
 training device; augmentation (``augment.py``) then runs there in batches. The synthetic images
 themselves are drawn by ``synthetic.py``; this module caches and loads them.
 
-The shipped default, :func:`synthetic`, is a procedurally generated colour dataset built to make
+The shipped default, ``synthetic``, is a procedurally generated colour dataset built to make
 invariance and EquiMod's effect *measurable*: every image holds one object whose **shape** (8
 classes, the target) and **colour** (12 hues, 30 degrees apart) are separate labels, on a near-grey
 textured background, with the continuous factors **x**, **y**, **scale** and **rotation** recorded
@@ -17,7 +17,7 @@ augmentation.
 
 Default sizes: 32x32 images, 16,000 train and 4,000 test, the two splits drawn from different
 seeds (2*seed and 2*seed+1). Building both splits takes a few seconds on one CPU core; the result
-is cached under ``data/cache/`` (see :data:`DATA_DIR`) and loads in well under a second.
+is cached under ``data/cache/`` (see ``DATA_DIR``) and loads in well under a second.
 
 Design rules (the measurements behind them are in docs/research_log.md):
 
@@ -48,9 +48,9 @@ from pathlib import Path
 
 import torch
 
-from .dataset import ImageDataset  # noqa: F401  (also importable as data.ImageDataset)
+from .dataset import ImageDataset
 from .files import atomic_write
-from .synthetic import COLOUR_NAMES, SHAPE_NAMES, SyntheticSpec, make_synthetic  # noqa: F401  (also importable from data)
+from .synthetic import SyntheticSpec, make_synthetic
 
 __all__ = ["DATA_DIR", "synthetic", "cifar10", "image_folder", "load_dataset"]
 
@@ -84,15 +84,13 @@ def synthetic(
 ) -> ImageDataset:
     """The shipped synthetic dataset (see the module docstring), built once then cached.
 
-    Args:
-        split: "train" (``n_train`` images, seed 2*seed) or "test" (``n_test``, seed 2*seed+1).
-        root: data folder; the cache file goes to ``root/cache/``. Default :data:`DATA_DIR`.
-        size: image side in pixels (32 by default).
-        seed: dataset seed; same seed -> identical tensors.
-        rebuild: regenerate and overwrite the cache file.
-        spec: generator knobs (the cache file name includes a hash of them).
-    Returns:
-        :class:`ImageDataset`, target "shape"; labels shape, colour, x, y, scale, rotation, hue.
+    ``split`` "train" gives ``n_train`` images drawn with seed 2*seed, "test" gives ``n_test`` with
+    seed 2*seed+1; the same ``seed`` gives identical tensors. ``size`` is the image side in pixels.
+    The cache file goes to ``root/cache/`` (``root`` defaults to ``DATA_DIR``) and its name includes
+    a hash of ``spec``, the generator knobs; ``rebuild=True`` regenerates and overwrites it.
+
+    Returns an ``ImageDataset`` with target "shape" and labels shape, colour, x, y, scale,
+    rotation, hue.
     """
     _check_split(split)
     n = n_train if split == "train" else n_test
@@ -130,16 +128,14 @@ def cifar10(
     dataset in ``root/cifar-10-batches-py/`` (data_batch_1..5, test_batch, batches.meta) and
     checks the md5 of *every* one of those files against the official archive before reading.
 
-    Args:
-        split: "train" or "test".
-        root: folder holding ``cifar-10-batches-py/``; default ``DATA_DIR / "cifar10"``.
-        download: fetch and extract the archive (~163 MB) if the files are missing.
-        check_integrity: True (default) reads through torchvision with its md5 checks. False
-            reads the same pickle files directly (same format, same code path as torchvision's
-            reader, no checksums): for files you made yourself, e.g. a tiny copy in a test.
-    Returns:
-        :class:`ImageDataset` with images ``(N, 3, 32, 32) uint8``, labels ``{"label": (N,) int64}``
-        and the class names from ``batches.meta``.
+    ``split`` is "train" or "test"; ``root`` is the folder holding ``cifar-10-batches-py/``
+    (default ``DATA_DIR / "cifar10"``). ``download=True`` fetches and extracts the archive
+    (~163 MB) if the files are missing. ``check_integrity=False`` reads the same pickle files
+    directly (same format, same code path as torchvision's reader, no checksums): for files you
+    made yourself, e.g. a tiny copy in a test.
+
+    Returns an ``ImageDataset`` with images ``(N, 3, 32, 32) uint8``, labels
+    ``{"label": (N,) int64}`` and the class names from ``batches.meta``.
     """
     _check_split(split)
     root = Path(root) if root is not None else DATA_DIR / "cifar10"
@@ -178,8 +174,11 @@ def _cifar10_torchvision(root: Path, split: str, download: bool):
 
 
 def _cifar10_read_pickles(folder: Path, split: str):
-    """The CIFAR python format: each batch a pickled dict with ``data`` ``(n, 3072) uint8``
-    (rows: 1024 red, 1024 green, 1024 blue values, row-major) and ``labels`` (list of int)."""
+    """Images and labels of a split, read from the CIFAR python format's pickle files.
+
+    Each batch is a pickled dict with ``data`` ``(n, 3072) uint8`` (rows: 1024 red, 1024 green,
+    1024 blue values, row-major) and ``labels`` (list of int).
+    """
     data, labels = [], []
     for name in _CIFAR_FILES[split]:
         with open(folder / name, "rb") as f:
@@ -195,8 +194,10 @@ def _cifar10_read_pickles(folder: Path, split: str):
 # Any ImageFolder-style directory
 # --------------------------------------------------------------------------------------------
 def open_rgb(path):
-    """The image file as a loaded RGB PIL image (grayscale and RGBA are converted); a file that cannot
-    be decoded (truncated, not an image) raises ValueError naming it."""
+    """The image file as a loaded RGB PIL image (grayscale and RGBA are converted).
+
+    A file that cannot be decoded (truncated, not an image) raises ValueError naming it.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -217,13 +218,12 @@ def read_image(path) -> torch.Tensor:
 def image_folder(root: str | os.PathLike, size: int | None = None) -> ImageDataset:
     """Every image under ``root/<class name>/`` (the ``torchvision.datasets.ImageFolder`` layout).
 
-    Args:
-        root: folder with one sub-folder per class (sorted names -> class indices 0, 1, ...).
-        size: if given, resize each image so its shorter side is ``size`` (antialiased bilinear)
-            and centre-crop it to ``size x size``. Required when the images differ in size.
-    Returns:
-        :class:`ImageDataset` with images ``(N, 3, H, W) uint8`` (RGB; grayscale or RGBA files
-        are converted), labels ``{"label": (N,) int64}`` and the folder names as classes.
+    ``root`` holds one sub-folder per class (sorted names -> class indices 0, 1, ...). With
+    ``size`` given, each image is resized so its shorter side is ``size`` (antialiased bilinear)
+    and centre-cropped to ``size x size``; this is required when the images differ in size.
+
+    Returns an ``ImageDataset`` with images ``(N, 3, H, W) uint8`` (RGB; grayscale or RGBA files
+    are converted), labels ``{"label": (N,) int64}`` and the folder names as classes.
     """
     from torchvision.datasets import ImageFolder
     from torchvision.transforms.v2 import functional as TF

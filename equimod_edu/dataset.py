@@ -4,37 +4,36 @@
     ds.subset(slice(0, 100)).to("cuda")          # every loader of data.py returns one of these
     shuffled_subset(ds, 1000, seed=0)            # a seeded random sample of at most 1000 images
 
-Also the small shared helpers about a dataset's rows: :func:`as_images` (a dataset, a batch or
-one image -> a batch), :func:`mix_seed` (the seed of one epoch's order or one step's draws).
+Also the small shared helpers about a dataset's rows: ``as_images`` (a dataset, a batch or
+one image -> a batch), ``mix_seed`` (the seed of one epoch's order or one step's draws).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, Union
 
 import torch
 
 from .functional import check_images
 
-__all__ = ["ImageDataset", "as_images", "shuffled_subset", "mix_seed"]
+__all__ = ["ImageDataset", "Images", "as_images", "shuffled_subset", "mix_seed"]
 
 
-@dataclass(repr=False)
 @dataclass(repr=False)
 class ImageDataset:
     """Images and their label columns, all as tensors.
 
-    Attributes:
-        images: ``(N, 3, H, W) uint8``.
-        labels: column name -> ``(N,) int64`` (a class index) or ``(N,) float32`` (a continuous
-            factor, e.g. the object's position in the synthetic set).
-        classes: column name -> class names, for the class-valued columns (index i names class i).
-        target: the primary (semantic) label column, the one a linear probe reports by default.
+    ``images`` is ``(N, 3, H, W) uint8``. ``labels`` maps a column name to ``(N,) int64`` (a class
+    index) or ``(N,) float32`` (a continuous factor, e.g. the object's position in the synthetic
+    set). ``classes`` maps each class-valued column to its class names (index i names class i).
+    ``target`` is the primary (semantic) label column, the one a linear probe reports by default.
+    For example:
 
-    Example:
+        >>> from equimod_edu.data import synthetic
         >>> ds = synthetic("test")
         >>> ds.images.shape, ds.labels["shape"][:3], ds.classes["shape"][0]
+        (torch.Size([4000, 3, 32, 32]), tensor([5, 6, 0]), 'circle')
     """
 
     images: torch.Tensor
@@ -109,7 +108,11 @@ def _validate(ds: ImageDataset) -> None:
             )
 
 
-def as_images(data) -> torch.Tensor:
+#: What readers of images accept: an ImageDataset or a batch (N, 3, H, W) uint8.
+Images = Union["ImageDataset", torch.Tensor]
+
+
+def as_images(data: Images) -> torch.Tensor:
     """(N, 3, H, W) images of an ImageDataset, a batch (returned as is) or one (3, H, W) image."""
     images = data.images if isinstance(data, ImageDataset) else data
     if isinstance(images, torch.Tensor) and images.dim() == 3:

@@ -1,4 +1,4 @@
-"""Equivariance: can a predictor u(y_o, t) anticipate where an augmentation moves the embedding?
+"""Equivariance: how well a predictor u(y_o, t) anticipates where an augmentation moves the embedding.
 
     scorer(model)                                   # (embed, predict): the model's own module, in y
     equivariance_metrics(model, test.images[:256], aug)          # gain, retrieval, per augmentation
@@ -8,11 +8,11 @@
     equivariance_metrics(simclr, test.images[:256], aug, posthoc)       # the same question of it
     invariance_distances(model, test.images[:64], aug)           # 1 - cos(view, original) per strength
 
-Sections: 1. embeddings of views (`ViewEmbeddings`, `embed_views`, `embed_augmented`) and the
-`scorer` that names the space and the predictor; 2. prediction quality (the gain cos(y, y_hat) -
-cos(y, y_o) of docs/design.md, a relative gain) and retrieval (does the prediction find the true
-view among many?), with chance levels; 3. sensitivity (permutation importance per group of t, and
-the linear module's displacement map M, the same for every image);
+Sections: 1. embeddings of views (``ViewEmbeddings``, ``embed_views``, ``embed_augmented``) and the
+``scorer`` that names the space and the predictor (a ``Panel`` holds the three); 2. prediction quality
+(the gain cos(y, y_hat) - cos(y, y_o) of docs/design.md, a relative gain) and retrieval (does the
+prediction find the true view among many?), with chance levels; 3. sensitivity (permutation
+importance per group of t, and the linear module's displacement map M, the same for every image);
 4. the post-hoc predictor, fitted on a frozen model so that models with and without the module
 answer the same question; 5. invariance distances per augmentation and strength.
 
@@ -30,11 +30,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .augment import AugmentationConfig, AugmentationParams, apply
-from .dataset import as_images
+from .dataset import Images, as_images
 from .losses import equivariance_gain, equivariance_loss
-from .models import EquiModModel, EquivariantPredictor, ParameterEncoder, model_device
-from .probes import Images, batched, embedding
-from .views import one_at_a_time_groups, sample_one_augmentation, sample_views, sweep_params
+from .models import EquiModModel, EquivariantPredictor, ParameterEncoder, batched, cosine, model_device
+from .recipes import one_at_a_time_groups, sample_one_augmentation, sample_views, sweep_params
 
 #: A predictor: (y_o (N, D), t (N, P)) -> y_hat (N, D). EquiMod's is ``model.predict``.
 Predictor = Callable[[Tensor, Tensor], Tensor]
@@ -43,10 +42,6 @@ Predictor = Callable[[Tensor, Tensor], Tensor]
 # ============================================================================================
 # 1. Embeddings of views, and what to score
 # ============================================================================================
-def cosine(a: Tensor, b: Tensor) -> Tensor:
-    """Row-wise cosine similarity in float32: (N, D), (N, D) -> (N,)."""
-    return F.cosine_similarity(a.float(), b.float(), dim=1)
-
 @dataclass
 class ViewEmbeddings:
     """Embeddings of B images and K augmented views of each (the rows of the equivariance metrics).
@@ -74,9 +69,9 @@ def embed_views(images: Tensor, aug: AugmentationConfig, params: AugmentationPar
     """Embed B originals and their B*K views (params row i*K + k is view k of image i).
 
     images (B, 3, H, W) uint8; embed: normalised images (n, 3, S, S) -> (n, D), e.g.
-    ``lambda x: model.embed(x)[2]``; y_o (B, D): the originals' embeddings if already computed.
+    ``model.embedder("y")``; y_o (B, D): the originals' embeddings if already computed.
     t is ``aug.encode(params)``: the encoding the model was trained with. Returns a
-    :class:`ViewEmbeddings` on the device of params.
+    ``ViewEmbeddings`` on the device of params.
     """
     device = params.device
     images = images.to(device)
@@ -108,7 +103,33 @@ def scorer(model: EquiModModel, predictor: Optional[Predictor] = None, space: st
             raise ValueError("this model has no equivariance module (a SimCLR / BYOL baseline): fit one with "
                              "fit_posthoc_predictor(model, images, aug) and pass predictor=...")
         predictor = model.predict
-    return embedding(model, space), predictor
+    return model.embedder(space), predictor
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A model and the question it is asked: which predictor, in which space (one explorer panel).
+
+    predictor None: the model's own module (``model.predict``, in y); a ``PosthocPredictor``:
+    its own standardised space; any other callable (y_o, t) -> y_hat: in `space` ("y", "z", "h").
+    """
+
+    model: EquiModModel
+    predictor: Optional[Predictor] = None
+    space: str = "y"
+
+    def scorer(self) -> tuple[Callable[[Tensor], Tensor], Predictor]:
+        """(embed, predict), as ``scorer`` gives them."""
+        return scorer(self.model, self.predictor, self.space)
+
+    @property
+    def label(self) -> str:
+        """The space in words: "y, the model's own module", "h standardised, post-hoc predictor"..."""
+        if isinstance(self.predictor, PosthocPredictor):
+            return f"{self.predictor.space} standardised, post-hoc predictor"
+        if self.predictor is None:
+            return "y, the model's own module"
+        return f"{self.space}, given predictor"
 
 # ============================================================================================
 # 2. Prediction quality and retrieval
@@ -205,7 +226,7 @@ def equivariance_scores(emb: ViewEmbeddings, predictor: Predictor, ks: Sequence[
     """Gain, relative gain and retrieval of `predictor` on precomputed view embeddings.
 
     The predictor is called once, on all B*K rows: predictor(emb.y_o_rows, emb.t) -> (B*K, D).
-    Returns :func:`prediction_quality`'s keys plus :func:`retrieval_metrics`'s two sections.
+    Returns ``prediction_quality``'s keys plus ``retrieval_metrics``'s two sections.
     """
     y_o = emb.y_o_rows
     y_hat = predictor(y_o, emb.t).float()
@@ -218,7 +239,7 @@ def equivariance_metrics(model: EquiModModel, images: Images, aug: AugmentationC
 
     For B images, `gallery_size` = K views each, drawn from `aug` (the training distribution):
     y_o = embed(x_o), y = embed(view), y_hat = predictor(y_o, t). predictor defaults to the model's
-    own module (``model.predict``); a :class:`PosthocPredictor` (for SimCLR / BYOL) carries its own
+    own module (``model.predict``); a ``PosthocPredictor`` (for SimCLR / BYOL) carries its own
     embedding space; any other callable (y_o, t) -> y_hat is scored in `space` ("y", "z", "h").
 
     Returns {"cos_pred", "cos_invariant", "gain", "relative_gain" (see prediction_quality),
@@ -282,7 +303,7 @@ def displacement_map(predict: Predictor, y_dim: int, param_dim: int, device=None
     between two augmentations of the same image does not depend on the image, and column j of M is
     what one unit of column j of t moves y_hat by: M[:, j] = y_hat(0, e_j) - y_hat(0, 0). Put the
     model in eval mode first (``model.eval()``). Only meaningful for an affine predictor (depth 0);
-    :func:`column_weights` checks that.
+    ``column_weights`` checks that.
     """
     eye = torch.eye(param_dim, device=device)
     origin = torch.zeros(param_dim + 1, y_dim, device=device)
@@ -295,7 +316,7 @@ def translation_share(displacements: Tensor) -> float:
 
     displacements: (N, D), e.g. y(view) - y(original) of N images under the same augmentation. 1:
     every image moves by the same vector, which a linear module can predict (its predicted
-    displacement is the same for every image, see :func:`displacement_map`); 0: the best shared
+    displacement is the same for every image, see ``displacement_map``); 0: the best shared
     translation is no better than predicting "nothing moved".
     """
     d = displacements.float()
@@ -305,7 +326,7 @@ def translation_share(displacements: Tensor) -> float:
 
 @torch.no_grad()
 def column_weights(model: EquiModModel, names: Sequence[str]) -> dict[str, float]:
-    """How strongly each column of t moves EquiMod's prediction: the norms ||M[:, j]|| of :func:`displacement_map`.
+    """How strongly each column of t moves EquiMod's prediction: the norms ||M[:, j]|| of ``displacement_map``.
 
     names: the columns of t (``aug.column_names()``), (P,). A column whose weight is near 0 is an
     augmentation the module predicts as "nothing moved". Raises ValueError for a non-linear
@@ -330,7 +351,7 @@ def predictor_sensitivity(model: EquiModModel, images: Images, aug: Augmentation
 
     `views` views per image from `aug`; one entry per group of aug.encoded_groups() (crop, flip,
     jitter, order, brightness, contrast, saturation, hue, grayscale[, blur, solarize]). predictor
-    and space as in :func:`equivariance_metrics`. Groups hidden from the model's predictor by its
+    and space as in ``equivariance_metrics``. Groups hidden from the model's predictor by its
     param_mask give exactly 0.
     """
     model.eval()
@@ -371,7 +392,7 @@ class PosthocPredictor(nn.Module):
 
     def embed(self, model: EquiModModel, x: Tensor) -> Tensor:
         """Standardised embedding (N, D) of normalised images x (N, 3, S, S) in the model's space."""
-        return (embedding(model, self.space)(x).float() - self.mean) / self.std
+        return (model.embedder(self.space)(x).float() - self.mean) / self.std
 
     def forward(self, y_o: Tensor, t: Tensor) -> Tensor:
         return self.predictor(torch.cat([y_o, self.param_encoder(t.float())], dim=1))
@@ -380,7 +401,7 @@ def fit_posthoc_predictor(model: EquiModModel, images: Images, aug: Augmentation
                           space: str = "h", pairs: int = 2, embed_dim: int = 128, depth: int = 0,
                           hidden_dim: int = 512, batch_size: int = 256, lr: float = 1e-3,
                           temperature: float = 0.2, seed: int = 0, embed_batch_size: int = 512) -> PosthocPredictor:
-    """Fit a :class:`PosthocPredictor` on a frozen model with EquiMod's equivariance loss.
+    """Fit a ``PosthocPredictor`` on a frozen model with EquiMod's equivariance loss.
 
     The model never changes. For each image, `pairs` pairs of views (t_1 from the config's view 1,
     t_2 from view 2) are embedded once and cached; the predictor is then trained for `epochs`
@@ -392,7 +413,7 @@ def fit_posthoc_predictor(model: EquiModModel, images: Images, aug: Augmentation
     model.eval()
     device = model_device(model)
     images = as_images(images).to(device)
-    raw = embedding(model, space)
+    raw = model.embedder(space)
     generator = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         e_o = batched(lambda x: raw(aug.original(x)).float(), images, embed_batch_size, device)
@@ -449,7 +470,7 @@ def invariance_distances(model, images, aug: AugmentationConfig, groups: Optiona
     """Mean embedding distance 1 - cos(e(view), e(x_o)) over images, per augmentation and strength.
 
     images: (N, 3, H, W) uint8; groups: augmentations (default: the ones the config uses,
-    views.one_at_a_time_groups); spaces: default ("h", "y") with the module, else ("h", "z").
+    recipes.one_at_a_time_groups); spaces: default ("h", "y") with the module, else ("h", "z").
     centre: measure cosines around the mean embedding of the originals (as the post-hoc predictor
     does: h follows a ReLU, so raw cosines between any two h are high); needs N >= 2.
     Returns {"fraction": {group: (S,)}, "values": {group: (S,)}, "distance": {space: {group: (S,)}}}.
@@ -460,9 +481,10 @@ def invariance_distances(model, images, aug: AugmentationConfig, groups: Optiona
         raise ValueError("centre=True needs at least 2 images (their mean is the centre); or pass centre=False")
     device = model_device(model)
     spaces, groups = _spaces(model, spaces), list(groups or one_at_a_time_groups(aug))
-    embeds = {space: embedding(model, space) for space in spaces}
+    embeds = {space: model.embedder(space) for space in spaces}
     images = images.to(device)
-    originals = {space: batched(lambda x: embed(x).float(), aug.original(images), batch_size) for space, embed in embeds.items()}
+    originals = {space: batched(lambda x: embed(x).float(), aug.original(images), batch_size)
+                 for space, embed in embeds.items()}
     centres = {space: e.mean(dim=0) if centre else torch.zeros_like(e[0]) for space, e in originals.items()}
     out = {"fraction": {}, "values": {}, "distance": {space: {} for space in spaces}}
     for group in groups:

@@ -25,7 +25,7 @@ from .augment import AugmentationConfig, apply
 from .dataset import as_images
 from .equivariance import embed_augmented, invariance_distances, scorer
 from .models import model_device
-from .views import describe_params, sample_views, sweep_params
+from .recipes import describe_params, sample_views, sweep_params
 
 
 def to_numpy_image(image: torch.Tensor):
@@ -188,7 +188,7 @@ def sweep_figure(model, predictor, image, aug: AugmentationConfig, group: str, s
     Top: the views. Bottom left ("map" axes): the trajectories of y (actual, solid) and y_hat
     (predicted, dashed) on a PCA map of the image's embeddings, y_o in black, random views in grey.
     Bottom right ("cosine" axes): cos(y, y_hat) and cos(y, y_o) against the strength; the gap
-    between them is the gain. Arguments as :func:`sweep_data`.
+    between them is the gain. Arguments as ``sweep_data``.
     """
     from matplotlib.figure import Figure
 
@@ -235,7 +235,7 @@ def invariance_curves(model, images, aug: AugmentationConfig, groups: Optional[S
     One panel per space (axes labelled by the space: "h", then "y", or "z" for a baseline), one
     line per augmentation; x is the strength as a fraction of the config's maximum (negative:
     below identity, for brightness, contrast, saturation and hue). A flat line at 0 is an
-    invariant embedding. Arguments as :func:`invariance_distances`.
+    invariant embedding. Arguments as ``invariance_distances``.
     """
     from matplotlib.figure import Figure
 

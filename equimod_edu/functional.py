@@ -2,9 +2,14 @@
 
 Every function takes a batch (N, 3, H, W) float in [0, 1] and, where it has one, a per-image
 parameter (N,), and returns a new batch: no hidden state, no randomness, tensors in and out, any
-device. `augment.apply` chains them in the SimCLR order; `tests/test_augment.py` checks each one
-against its torchvision twin for the same parameters. Also here: the input checks of a batch
-(`check_images`, `check_params`) and `jitter_every_image`, the colour jitter of the GPU path.
+device. `augment.apply` chains them in the SimCLR order; `tests/test_functional.py` checks each one
+against its torchvision twin for the same parameters: colour ops to float precision, the crop exactly
+inside the crop and within the interpolation difference on its border (we resample the crop from the
+whole image; torchvision cuts the crop out first, so its border pixels interpolate against a clamped
+edge instead of the pixels just outside the crop). Work is in float32 without PIL's intermediate
+uint8 rounding, and without antialiasing (irrelevant for CIFAR's upsampling crops). Also here: the
+input checks of a batch (`check_images`, `check_params`), `jitter_every_image` (the colour jitter of
+the GPU path), and the crop boxes' geometry (`crop_box`: RandomResizedCrop.get_params for a batch).
 
     x = to_float(images)                                   # uint8 0-255 -> float 0-1
     x = resized_crop(x, crop, flip, size=32)               # crop (N, 4) fractions, flip (N,) bool
@@ -13,6 +18,7 @@ against its torchvision twin for the same parameters. Also here: the input check
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -64,8 +70,10 @@ def _col(values: torch.Tensor) -> torch.Tensor:
 
 
 def _cubic_weights(t: torch.Tensor, a: float = -0.75) -> list[torch.Tensor]:
-    """Weights of the 4 taps floor(x) - 1 .. floor(x) + 2 for fractional offsets t (Keys' cubic,
-    a = -0.75 as torch's bicubic interpolate and grid_sample)."""
+    """Weights of the 4 taps floor(x) - 1 .. floor(x) + 2 for fractional offsets ``t``.
+
+    Keys' cubic, a = -0.75 as torch's bicubic interpolate and grid_sample.
+    """
     def near(x):  # |x| <= 1
         return ((a + 2) * x - (a + 3)) * x * x + 1
 
@@ -133,7 +141,7 @@ def rgb_to_grayscale(images: torch.Tensor) -> torch.Tensor:
 
 
 def _blend(a: torch.Tensor, b: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """factor * a + (1 - factor) * b, clamped to [0, 1], as torchvision's blend (b may broadcast).
+    """Blend as torchvision does: factor * a + (1 - factor) * b, clamped to [0, 1] (b may broadcast).
 
     A fused torch.lerp was measured 10x faster on this op alone (benchmarks: the engine ratio went
     from 8.7 to 8.9), but it rounds differently, and the shipped results were trained with this form.
@@ -222,9 +230,12 @@ JITTER_FUNCTIONS = (adjust_brightness, adjust_contrast, adjust_saturation, adjus
 
 
 def _blend_every_image(images: torch.Tensor, op: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """One blend f * x + (1 - f) * target for every image, its target chosen by op (N,): black for
-    brightness (0), the mean grey for contrast (1), the grey image for saturation (2). factor (N,);
-    a factor of 1 leaves an image exactly as it is (1 * x + 0 * target = x, and x is in [0, 1])."""
+    """One blend f * x + (1 - f) * target for every image, its target chosen by ``op`` ``(N,)``.
+
+    The target is black for brightness (0), the mean grey for contrast (1), the grey image for
+    saturation (2). ``factor`` is ``(N,)``; a factor of 1 leaves an image exactly as it is
+    (1 * x + 0 * target = x, and x is in [0, 1]).
+    """
     gray = rgb_to_grayscale(images)
     target = torch.where((op == 1).view(-1, 1, 1, 1), gray.mean(dim=(1, 2, 3), keepdim=True), gray) * _col(op != 0)
     return (_col(factor) * images + (1 - _col(factor)) * target).clamp_(0, 1)  # _blend's arithmetic, bit for bit
@@ -255,3 +266,46 @@ def jitter_every_image(images: torch.Tensor, jitter: torch.Tensor, order: torch.
     for step in range(1, 4):
         x = _blend_every_image(x, order[:, step], after[:, step])
     return x
+
+
+# --------------------------------------------------------------------------------------------
+# Crop boxes: the geometry resized_crop consumes (top, left, height, width as fractions)
+# --------------------------------------------------------------------------------------------
+def crop_box(u: dict[str, torch.Tensor], image_size: tuple[int, int], scale, ratio) -> torch.Tensor:
+    """RandomResizedCrop.get_params for n images at once -> (N, 4) top, left, height, width fractions.
+
+    u holds the uniforms "area", "log_ratio" (N, 10) and "top", "left" (N,) (see augment.draw_uniforms).
+    As torchvision: up to 10 tries of (area, log-uniform aspect ratio) rounded to whole pixels,
+    kept if the box fits; images where no try fits get the central crop clamped to `ratio`.
+    """
+    height, width = image_size
+    area = height * width * (scale[0] + (scale[1] - scale[0]) * u["area"])
+    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+    log_ratio = log_low + (log_high - log_low) * u["log_ratio"]
+    aspect = torch.exp(log_ratio)
+    w = torch.round(torch.sqrt(area * aspect))
+    h = torch.round(torch.sqrt(area / aspect))
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = torch.argmax(fits.int(), dim=1, keepdim=True)  # index of the first try that fits
+    w, h, found = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0], fits.any(dim=1)
+
+    in_ratio = width / height  # fallback: the central crop, as torchvision
+    if in_ratio < ratio[0]:
+        fw, fh = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        fw, fh = round(height * ratio[1]), height
+    else:
+        fw, fh = width, height
+    w = torch.where(found, w, torch.full_like(w, fw))
+    h = torch.where(found, h, torch.full_like(h, fh))
+    top = torch.floor(u["top"] * (height - h + 1))
+    left = torch.floor(u["left"] * (width - w + 1))
+    top = torch.where(found, top, torch.div(height - h, 2, rounding_mode="floor"))
+    left = torch.where(found, left, torch.div(width - w, 2, rounding_mode="floor"))
+    return torch.stack([top / height, left / width, h / height, w / width], dim=1)
+
+
+def centre_box(fraction: float, height: int, width: int) -> list[float]:
+    """Crop box (top, left, height, width; fractions) of a centred square, ``fraction`` of the shorter side."""
+    side = fraction * min(height, width)
+    return [(1 - side / height) / 2, (1 - side / width) / 2, side / height, side / width]

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .augment import AugmentationConfig, AugmentationParams, Views, apply, sample_crop
+from .augment import AugmentationConfig, AugmentationParams, Views, sample_crop
 from .data import open_rgb
 from .dataset import mix_seed
 
@@ -72,21 +72,23 @@ class FolderCrops(Dataset):
 
 
 def views_from_crops(images: torch.Tensor, crops: torch.Tensor, aug: AugmentationConfig, generator,
-                     device) -> Views:
+                     device, augmenter=None) -> Views:
     """Finish a batch of FolderCrops on the device: the Views x_o, x_1, x_2 and their full parameters.
 
     images (N, 3, 3, S, S) uint8, crops (N, 2, 4). The other parameters are drawn on the device;
     `apply` runs with a full-image box (the views are already cropped) while the returned params
-    hold the real boxes, which is what encode() must see.
+    hold the real boxes, which is what encode() must see. `augmenter` normalises and applies
+    (``augment_cuda.augmenter_for(aug, device)``; default: aug itself).
     """
+    augmenter = augmenter or aug
     images, crops = images.to(device, non_blocking=True), crops.to(device, non_blocking=True)
     n = images.shape[0]
-    x_o = aug.normalize(images[:, 0])
+    x_o = augmenter.normalize(images[:, 0])
     views, params = [], []
     for k, p in enumerate(aug.sample_pair(n, (aug.size, aug.size), generator, device)):
         already_cropped = p.clone()
         already_cropped.crop = AugmentationParams.identity(n, device).crop
-        views.append(apply(images[:, k + 1], already_cropped, aug))
+        views.append(augmenter.apply(images[:, k + 1], already_cropped))
         p.crop = crops[:, k]
         params.append(p)
     return Views(x_o, views[0], views[1], params[0], params[1])

@@ -2,9 +2,9 @@
 
     L = L_inv + lambda * L_equi          (paper, total loss; lambda = 1)
 
-- L_inv: :func:`nt_xent` on (z_1, z_2) for a SimCLR base, or the symmetric :func:`byol_loss`
+- L_inv: ``nt_xent`` on (z_1, z_2) for a SimCLR base, or the symmetric ``byol_loss``
   of the online predictions against the target projections for a BYOL base;
-- L_equi: :func:`equivariance_loss`, an InfoNCE in which the prediction y_hat_k of an image's
+- L_equi: ``equivariance_loss``, an InfoNCE in which the prediction y_hat_k of an image's
   view must find the true embedding y_k among the 4N vectors of the batch.
 
 Similarities and logits are always computed in float32, even under ``torch.autocast``: with
@@ -176,7 +176,7 @@ def equivariance_logits(y_1: Tensor, y_2: Tensor, y_hat_1: Tensor, y_hat_2: Tens
     """The equivariance loss before its mean: ``logits (4N, 4N) float32`` (self masked) and ``target (4N,)``.
 
     Rows are the anchors [y_1; y_2; y_hat_1; y_hat_2]; ``F.cross_entropy(logits, target,
-    reduction="none")`` is each anchor's loss (exercises.loss_floor_toy reads them).
+    reduction="none")`` is each anchor's loss (loss_exercises.loss_floor_toy reads them).
     """
     _check_pair("y_1", y_1, "y_2", y_2)
     _check_pair("y_1", y_1, "y_hat_1", y_hat_1)
@@ -211,7 +211,7 @@ def byol_loss(p: Tensor, z_target: Tensor) -> Tensor:
 
 def equimod_loss(out, base: str, lam: float = 1.0, temperature_inv: float = 0.5,
                  temperature_equi: float = 0.2, gather: bool = True) -> dict[str, Tensor]:
-    """Total loss L = L_inv + lam * L_equi from a :class:`~equimod_edu.models.ModelOutput`.
+    """Total loss L = L_inv + lam * L_equi from a ``ModelOutput``.
 
     - ``base="simclr"``: L_inv = nt_xent(z_1, z_2, temperature_inv);
     - ``base="byol"``: L_inv = byol_loss(p_1, target_z_2) + byol_loss(p_2, target_z_1)

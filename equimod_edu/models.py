@@ -12,7 +12,7 @@ invariant self-supervised method. For an image x, its original x_o and two augme
 The losses (``losses.py``) pull z_1 and z_2 together (invariance) and y_hat_k towards y_k
 (equivariance: the module predicts how the augmentation t_k moves the embedding of x_o).
 
-Every head is a :class:`ProjectionHead` built from a short list of blocks
+Every head is a ``ProjectionHead`` built from a short list of blocks
 ``(in_dim, out_dim, norm, activation)``, so each architecture of the paper reads as data.
 Inputs of the model are already-augmented, normalised float images ``(N, 3, H, W)`` and
 encoded parameter vectors ``(N, P) float`` (P = ``AugmentationConfig.encoded_dim``).
@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, fields
-from typing import Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 import torchvision
@@ -49,10 +49,14 @@ __all__ = [
     "EquivariantPredictor",
     "ModelConfig",
     "ModelOutput",
+    "Embeddings",
+    "SPACES",
     "EquiModModel",
     "byol_momentum",
     "model_device",
     "resolve_device",
+    "batched",
+    "cosine",
 ]
 
 BACKBONES = ("convnet", "resnet18", "resnet50")
@@ -124,7 +128,7 @@ def _resnet50_imagenet() -> nn.Module:
 def build_backbone(name: str) -> tuple[nn.Module, int]:
     """Build the backbone f by name and return ``(module, feature_dim)``.
 
-    ``"convnet"`` -> :class:`ConvNet` (256), ``"resnet18"`` -> ResNet-18 with the CIFAR stem
+    ``"convnet"`` -> ``ConvNet`` (256), ``"resnet18"`` -> ResNet-18 with the CIFAR stem
     (512), ``"resnet50"`` -> ResNet-50 with the ImageNet stem (2048). The module maps
     ``(N, 3, H, W) float -> (N, feature_dim) float``.
     """
@@ -299,7 +303,7 @@ class EquivariantPredictor(ProjectionHead):
 
 @dataclass
 class ModelConfig:
-    """Everything that defines an :class:`EquiModModel`; every ablation of the paper is a field.
+    """Everything that defines an ``EquiModModel``; every ablation of the paper is a field.
 
     Defaults are the paper's CIFAR-10 SimCLR+EquiMod heads on the small ConvNet backbone.
 
@@ -314,7 +318,7 @@ class ModelConfig:
     - ``predictor_depth``, ``predictor_hidden``: hidden blocks of u (0: the paper's Linear).
     - ``param_mask``: P booleans, which entries of t u sees (the others are zeroed).
     - ``byol_hidden``: BYOL projector and predictor hidden width; ``ema_base``: the
-      starting EMA momentum of the BYOL target (see :func:`byol_momentum`).
+      starting EMA momentum of the BYOL target (see ``byol_momentum``).
     """
 
     backbone: str = "convnet"
@@ -363,7 +367,7 @@ class ModelConfig:
 
 @dataclass
 class ModelOutput:
-    """What :meth:`EquiModModel.forward` returns; each field ``(N, dim) float`` or ``None``.
+    """What ``EquiModModel.forward`` returns; each field ``(N, dim) float`` or ``None``.
 
     - ``h``: backbone features of every image forwarded, ``(3N, D)`` in the order
       ``[x_o; x_1; x_2]`` with EquiMod, ``(2N, D)`` as ``[x_1; x_2]`` without.
@@ -389,6 +393,23 @@ class ModelOutput:
 
     def as_dict(self) -> dict[str, Optional[Tensor]]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class Embeddings(NamedTuple):
+    """What ``EquiModModel.embed`` returns for images ``(N, 3, H, W)``: each ``(N, dim) float``.
+
+    ``h`` backbone features, ``z`` invariance projection (SimCLR g or BYOL's online projector),
+    ``y`` the equivariant projection g'(h) (``h`` itself when g' is switched off), ``None``
+    without EquiMod. A NamedTuple: ``model.embed(x).y`` and ``h, z, y = model.embed(x)`` both work.
+    """
+
+    h: Tensor
+    z: Tensor
+    y: Optional[Tensor]
+
+
+#: The embedding spaces a model offers, by name (see ``EquiModModel.embedder``).
+SPACES = ("h", "z", "y")
 
 
 def byol_momentum(step: int, total_steps: int, base: float = 0.996) -> float:
@@ -481,17 +502,32 @@ class EquiModModel(nn.Module):
         return self.backbone(x)
 
     def _equivariant(self, h: Tensor) -> Tensor:
-        """y = g'(h), or y = h when g' is switched off: ``(N, D) -> (N, y_dim)``."""
+        """The equivariant embedding y = g'(h), or y = h when g' is switched off: ``(N, D) -> (N, y_dim)``."""
         return h if self.equi_projector is None else self.equi_projector(h)
 
-    def embed(self, x: Tensor) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-        """``(h, z, y)`` for images ``(N, 3, H, W)``; y is ``None`` without EquiMod.
-
-        z is the invariance projection (SimCLR g or BYOL online projector).
-        """
+    def embed(self, x: Tensor) -> Embeddings:
+        """``Embeddings(h, z, y)`` for images ``(N, 3, H, W)``; y is ``None`` without EquiMod."""
         h = self.features(x)
         y = self._equivariant(h) if self.cfg.equimod else None
-        return h, self.projector(h), y
+        return Embeddings(h, self.projector(h), y)
+
+    def embedder(self, space: str) -> Callable[[Tensor], Tensor]:
+        """The function x ``(N, 3, S, S)`` normalised -> ``(N, D)`` embedding in `space`.
+
+        "h": backbone features; "z": invariance projection; "y": EquiMod's equivariant
+        projection g' (needs the module; a model without one is scored in "h" or "z" with a
+        post-hoc predictor, see ``equivariance.fit_posthoc_predictor``).
+        """
+        if space == "h":
+            return self.features
+        if space == "z":
+            return lambda x: self.projector(self.features(x))
+        if space == "y":
+            if not self.cfg.equimod:
+                raise ValueError("space='y' needs the equivariance module (cfg.equimod is False); "
+                                 "use space='h' or 'z' with a post-hoc predictor")
+            return lambda x: self._equivariant(self.features(x))
+        raise ValueError(f"space must be one of {SPACES}, got {space!r}")
 
     def predict(self, y_o: Tensor, t: Tensor) -> Tensor:
         """Equivariant prediction y_hat = u([y_o ; p(t * mask)]).
@@ -547,7 +583,7 @@ class EquiModModel(nn.Module):
 
     def _equivariance_branch(self, out: ModelOutput, h: Tensor, t_1: Tensor, t_2: Tensor,
                              n: int) -> None:
-        """y = g'(h) for all 3N images; y_hat_k = u([y_o ; p(t_k)]) for both views."""
+        """The equivariant branch: y = g'(h) for all 3N images; y_hat_k = u([y_o ; p(t_k)]) for both views."""
         y_o, y_1, y_2 = self._equivariant(h).split(n)
         y_hat = self.predict(torch.cat([y_o, y_o]), torch.cat([t_1, t_2]))
         out.y_o, out.y_1, out.y_2 = y_o, y_1, y_2
@@ -560,7 +596,7 @@ class EquiModModel(nn.Module):
         """BYOL EMA: target <- momentum * target + (1 - momentum) * online (parameters only).
 
         No-op for SimCLR. The target's BatchNorm running statistics are its own (updated by its
-        forward passes), as in the official code. Take ``momentum`` from :func:`byol_momentum`.
+        forward passes), as in the official code. Take ``momentum`` from ``byol_momentum``.
         """
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
@@ -585,3 +621,20 @@ def resolve_device(name=None) -> torch.device:
     if name is None or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+# --------------------------------------------------------------------------------------------
+# Running a model over many images
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def batched(fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int, device=None) -> Tensor:
+    """Apply ``fn`` to row chunks of ``x`` and concatenate: ``(N, ...) -> (N, ...)``.
+
+    Each chunk is moved to ``device`` first (default: where ``x`` is).
+    """
+    return torch.cat([fn(chunk.to(device or chunk.device)) for chunk in x.split(batch_size)])
+
+
+def cosine(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise cosine similarity in float32: (N, D), (N, D) -> (N,)."""
+    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=1)

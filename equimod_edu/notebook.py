@@ -1,7 +1,9 @@
 """Notebook plumbing: the setup cell, Colab's widget manager, showing a PNG in an Output.
 
+The first cell of every notebook (version check, Colab, mode line)::
+
     from equimod_edu.notebook import setup
-    FAST = setup("0.1.0")      # the first cell of every notebook: version check, Colab, mode line
+    FAST = setup("0.1.0")
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """The optimiser and learning-rate schedule of SimCLR / BYOL / EquiMod: LARS, warm-up then cosine.
 
+For example::
+
     groups = lars_param_groups(model, weight_decay=1e-6)
     optimizer = LARS(groups, lr=4.0, momentum=0.9, trust_coefficient=1e-3)
     for step in range(total_steps):

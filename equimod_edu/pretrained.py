@@ -1,21 +1,21 @@
-"""Shipped checkpoints: small, weights-only files that let notebooks open instantly.
+r"""Shipped checkpoints: small, weights-only files that let notebooks open instantly.
 
     from equimod_edu.pretrained import available, load_pretrained
     available()              # ['equimod', 'simclr', 'simclr-no-colour', 'supervised']
     model, cfg, metrics = load_pretrained("equimod")  # model in eval mode, its TrainConfig, its metrics
 
 Each file in ``data/pretrained/`` holds one trained model (its state dict in float32 on the CPU),
-its TrainConfig and the headline metrics of its evaluation (``compare.headline`` of the run's
+its TrainConfig and the headline metrics of its evaluation (``report.headline`` of the run's
 ``eval/report.json``); no optimiser, so a few MB each. ``MANIFEST.json`` lists, per name: the
-file, its size and SHA-256, the command that trained it, an equivalent ``equimod-edu train``
-command, and the metrics. ``load_pretrained`` checks the SHA-256 before loading and says what to
+file, its size and SHA-256, the command that trained and evaluated it, its config and the
+metrics. ``load_pretrained`` checks the SHA-256 before loading and says what to
 do when a file is missing or altered.
 
 How the shipped files were made (the project's own commands, nothing else; data/results/README.md):
 
-    equimod-edu compare --preset cpu-reference --seeds 0 --out runs/reference \\
+    equimod-edu compare --preset cpu-reference --seeds 0 --out runs/reference \
         --variants simclr,simclr-no-colour,equimod,supervised --no-progress
-    python -c "from equimod_edu.pretrained import export_pretrained as e; \\
+    python -c "from equimod_edu.pretrained import export_pretrained as e; \
         [e(f'runs/reference/{v}-s0', v) for v in ('simclr', 'simclr-no-colour', 'equimod', 'supervised')]"
 
 A rebuilt file will not have the same SHA-256 as the shipped one (floating-point sums differ
@@ -37,7 +37,7 @@ from . import __version__
 from .files import atomic_write
 
 __all__ = ["PRETRAINED_DIR", "MANIFEST_NAME", "PretrainedError", "available", "manifest", "export_pretrained",
-           "load_pretrained", "sha256_of", "train_command", "verify", "TRAINING_ONLY"]
+           "load_pretrained", "sha256_of", "verify", "TRAINING_ONLY"]
 
 #: Where the shipped checkpoints and their manifest live: the repository's ``data/pretrained/``. They
 #: ship with the code, so EQUIMOD_DATA (which moves the dataset cache, see data.DATA_DIR) does not move them.
@@ -97,44 +97,6 @@ def sha256_of(path) -> str:
 # --------------------------------------------------------------------------------------------
 # Commands that (re)build a checkpoint
 # --------------------------------------------------------------------------------------------
-def _flag_value(value) -> str:
-    if isinstance(value, dict):
-        return ",".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-def train_command(config: dict, preset: Optional[str] = None) -> str:
-    """An ``equimod-edu train`` command line that reproduces a run's config (a dict of TrainConfig).
-
-    The preset is the one that shares most values with the config (``cpu-reference`` for the shipped
-    models) unless given; every field that differs from it becomes a flag, the run folder --out.
-    """
-    from .config import TrainConfig
-
-    if preset is None:
-        def shared(values: dict) -> int:
-            return sum(config.get(k) == v for k, v in values.items())
-        preset = max(TrainConfig.PRESETS, key=lambda name: shared(TrainConfig.PRESETS[name]))
-    reference = TrainConfig.preset(preset).to_dict()
-    parts = ["equimod-edu", "train", "--preset", preset]
-    for name, value in config.items():
-        if name in ("out_dir", "progress") or reference.get(name) == value:
-            continue
-        if name == "param_groups" and value is not None:
-            value = tuple(value)
-            if reference.get(name) == value:
-                continue
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            parts.append(flag if value else "--no-" + name.replace("_", "-"))
-        else:
-            parts += [flag, _flag_value(value) if value is not None else "none"]
-    parts += ["--out", config.get("out_dir", "runs/pretrained")]
-    return " ".join(shlex.quote(p) for p in parts)
-
-
 def _run_command(run_dir: Path) -> Optional[str]:
     """The command line that trained the run, from its environment.json (argv), if recorded."""
     path = run_dir / "environment.json"
@@ -153,9 +115,6 @@ def _rebuild_hint(name: str, entry: Optional[dict]) -> str:
     lines = ["To rebuild it, train and evaluate the run with the project's own command, then export it:"]
     if entry.get("command"):
         lines.append(f"    {entry['command']}")
-    if entry.get("train_command"):
-        lines.append(f"    (or one run alone: {entry['train_command']}")
-        lines.append(f"     then: equimod-edu evaluate {entry.get('run_dir', 'RUN_DIR')} --fast)")
     run_dir = entry.get("run_dir", "RUN_DIR")
     lines.append(f"    python -c \"from equimod_edu.pretrained import export_pretrained; "
                  f"export_pretrained('{run_dir}', '{name}')\"")
@@ -172,13 +131,13 @@ def export_pretrained(run_dir, name: str, out_dir=None, command: Optional[str] =
     run_dir: a finished training run (``checkpoint.pt``) that has been evaluated
     (``eval/report.json``, written by ``equimod-edu compare`` or ``equimod-edu evaluate``).
     The file holds {"model": state dict, float32, CPU, contiguous; "config": TrainConfig dict;
-    "metrics": compare.headline(report); "name"; "version"}: no optimiser, a few MB. The run's
+    "metrics": report.headline(report); "name"; "version"}: no optimiser, a few MB. The run's
     full report is copied beside it as ``<name>.report.json``. command: how the run was trained
     (default: the argv in the run's environment.json). Returns the manifest entry.
     """
     from .checkpoint import augmentation_of, load_checkpoint, model_config_of
-    from .compare import headline
     from .config import TrainConfig
+    from .report import headline
 
     run_dir, out = Path(run_dir), _dir(out_dir)
     if not name or "/" in name or name.startswith("."):
@@ -197,7 +156,7 @@ def export_pretrained(run_dir, name: str, out_dir=None, command: Optional[str] =
     dropped = _not_shipped(objective)
     weights = {key: (value.detach().float() if value.is_floating_point() else value.detach()).cpu().contiguous()
                for key, value in state["model"].items() if not key.startswith(dropped)}
-    config = TrainConfig.from_dict(state["config"]).to_dict()  # today's fields (legacy_fields)
+    config = TrainConfig.from_dict(state["config"]).to_dict()  # every field, checked
     payload = {"model": weights, "config": config,
                "model_config": dataclasses.asdict(model_config_of(state)),
                "augmentation": dataclasses.asdict(augmentation_of(state)),
@@ -212,7 +171,6 @@ def export_pretrained(run_dir, name: str, out_dir=None, command: Optional[str] =
         "report": f"{name}.report.json",
         "run_dir": str(run_dir),
         "command": command or _run_command(run_dir),
-        "train_command": train_command(config),
         "config": config,
         "objective": objective,
         "metrics": metrics,

@@ -8,7 +8,7 @@
     linear_eval_sgd(model, train, test, aug, epochs=90)                    # the paper's protocol (GPU)
 
 Sections: 1. frozen features of the originals x_o (h from the backbone, z, y) and the helpers
-every reader shares (`embedding`, `batched`); 2. linear probes (logistic regression on
+(``model.embed``, ``models.batched``); 2. linear probes (logistic regression on
 standardised h, ridge for continuous factors, one per label column) and the paper's SGD linear
 evaluation; 3. weighted kNN; 4. probes for the augmentation parameters of a view.
 
@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .augment import AugmentationConfig, AugmentationParams, apply
-from .dataset import ImageDataset, as_images
-from .models import EquiModModel, model_device
-from .views import centre_crop_params, linear_eval_augmentation, parameter_targets
-
-Images = Union[ImageDataset, Tensor]
+from .augment import AugmentationConfig, AugmentationParams
+from .augment_cuda import augmenter_for
+from .dataset import ImageDataset, Images, as_images
+from .equivariance import embed_augmented
+from .models import EquiModModel, batched, model_device
+from .recipes import centre_crop_params, linear_eval_augmentation, parameter_targets
 
 
 # ============================================================================================
@@ -41,27 +41,6 @@ Images = Union[ImageDataset, Tensor]
 # ============================================================================================
 def _numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
-
-def embedding(model: EquiModModel, space: str) -> Callable[[Tensor], Tensor]:
-    """x (N, 3, S, S) normalised -> (N, D) embedding in `space`: "h" (backbone), "z" (invariance
-    projection) or "y" (EquiMod's equivariant projection g')."""
-    if space == "h":
-        return model.features
-    if space == "z":
-        return lambda x: model.projector(model.features(x))
-    if space == "y":
-        if not model.cfg.equimod:
-            raise ValueError("space='y' needs the equivariance module (cfg.equimod is False); "
-                             "use space='h' or 'z' with a post-hoc predictor")
-        if model.equi_projector is None:  # g' switched off: y = h
-            return model.features
-        return lambda x: model.equi_projector(model.features(x))
-    raise ValueError(f"space must be 'h', 'z' or 'y', got {space!r}")
-
-@torch.no_grad()
-def batched(fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int, device=None) -> Tensor:
-    """fn over row chunks of x (moved to `device`, default: where x is), concatenated: (N, ...) -> (N, ...)."""
-    return torch.cat([fn(chunk.to(device or chunk.device)) for chunk in x.split(batch_size)])
 
 @torch.no_grad()
 def extract_features(model: EquiModModel, dataset: Images, aug: AugmentationConfig, batch_size: int = 512,
@@ -146,9 +125,9 @@ def label_probes(train_feats, train_labels: dict[str, Tensor], test_feats, test_
                  columns: Optional[Sequence[str]] = None) -> dict[str, dict]:
     """A linear probe per label column of a dataset (e.g. shape, colour, x, y, scale, rotation).
 
-    Class columns (int64): :func:`linear_probe`, reported as {"metric": "accuracy", "value": top-1,
+    Class columns (int64): ``linear_probe``, reported as {"metric": "accuracy", "value": top-1,
     "top5" (more than 5 classes), "chance": 1 / number of classes}. Continuous columns (float32):
-    :func:`ridge_probe`, {"metric": "r2", "value", "chance": 0.0}; angle columns named in
+    ``ridge_probe``, {"metric": "r2", "value", "chance": 0.0}; angle columns named in
     CIRCULAR_LABELS are regressed as (cos, sin). `columns`: which ones (default: all).
     """
     out = {}
@@ -196,6 +175,7 @@ def linear_eval_sgd(model: EquiModModel, train_set: ImageDataset, test_set: Imag
     steps = epochs * math.ceil(len(train_set) / batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=final_lr)
     train_aug = linear_eval_augmentation(aug)
+    train_augmenter = augmenter_for(train_aug, device)  # on CUDA: the same pixels in fewer launches
     generator = torch.Generator(device=device).manual_seed(seed)
     images = train_set.images.to(device)
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -209,16 +189,16 @@ def linear_eval_sgd(model: EquiModModel, train_set: ImageDataset, test_set: Imag
         for index in torch.randperm(len(images), generator=generator, device=device).split(batch_size):
             x = images[index]
             params = train_aug.sample(len(x), tuple(x.shape[-2:]), generator, device)
-            loss = F.cross_entropy(head(features(apply(x, params, train_aug))), y_train[index])
+            loss = F.cross_entropy(head(features(train_augmenter.apply(x, params))), y_train[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             losses.append(loss.detach())
-    test_aug = train_aug.replace(interpolation="bicubic")  # the official test resize
+    test_augmenter = augmenter_for(train_aug.replace(interpolation="bicubic"), device)  # the official test resize
 
     def test_logits(x: Tensor) -> Tensor:
-        return head(features(apply(x, centre_crop_params(len(x), test_crop, device), test_aug)))
+        return head(features(test_augmenter.apply(x, centre_crop_params(len(x), test_crop, device))))
 
     with torch.no_grad():
         logits = batched(test_logits, test_set.images, batch_size, device)
@@ -256,8 +236,10 @@ def knn_accuracy(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, 
 # 4. Augmentation parameters from frozen h
 # ============================================================================================
 def _probe_one(train_x, train_y: Tensor, test_x, test_y: Tensor) -> Optional[dict]:
-    """Ridge R^2 for a float target, logistic accuracy (chance = majority rate) for a bool one;
-    None when the target is constant on the train set (nothing to read)."""
+    """Ridge R^2 for a float target, logistic accuracy (chance = majority rate) for a bool one.
+
+    None when the target is constant on the train set (nothing to read).
+    """
     if train_y.dtype == torch.bool:
         if train_y.all() or not train_y.any():
             return None
@@ -275,8 +257,8 @@ def _view_features(model: EquiModModel, images: Tensor, aug: AugmentationConfig,
     device = model_device(model)
     images = images.to(device)
     params = aug.sample(len(images), tuple(images.shape[-2:]), generator, device)
-    h_view = torch.cat([model.features(apply(images[rows], params[rows], aug)).float()
-                        for rows in torch.arange(len(images), device=device).split(batch_size)])
+    h_view = embed_augmented(images, torch.arange(len(images), device=device), params, aug, model.features,
+                             batch_size)
     if not pair:
         return h_view.cpu(), params.to("cpu")
     h_o = batched(lambda x: model.features(aug.original(x)).float(), images, batch_size, device)
@@ -284,7 +266,7 @@ def _view_features(model: EquiModModel, images: Tensor, aug: AugmentationConfig,
 
 def augmentation_probes(model: EquiModModel, train_images: Images, test_images: Images, aug: AugmentationConfig,
                         pair: bool = True, seed: int = 0, batch_size: int = 512) -> dict[str, Optional[dict]]:
-    """How well can a linear probe read each augmentation parameter of a view from frozen h?
+    """How well a linear probe reads each augmentation parameter of a view from frozen h.
 
     One view per image, from `aug` itself (the training distribution); the probe is fitted on
     the views of train_images and scored on those of test_images. Input: [h_o ; h_view] when
@@ -293,7 +275,7 @@ def augmentation_probes(model: EquiModModel, train_images: Images, test_images: 
     booleans: logistic accuracy (chance = the majority rate on the test views).
 
     Returns {name: {"metric": "r2" | "accuracy", "value", "chance"}, or None for a parameter
-    the config keeps constant}; names from :func:`parameter_targets`.
+    the config keeps constant}; names from ``parameter_targets``.
     """
     model.eval()
     generator = torch.Generator(device=model_device(model)).manual_seed(seed)

@@ -3,6 +3,7 @@
     report = evaluate_run("runs/equimod", fast=True)        # the run's checkpoint and dataset
     report = evaluate_random_init(cfg, fast=True)            # the same architecture, untrained
     print(report_markdown(report))
+    headline(report)                                         # the flat metrics compare tabulates
     write_report(report, "runs/equimod/eval")                # report.json, report.md, figures
 
 Sizes (`EvalSizes`): FULL for a GPU, FAST (the CPU protocol of compare, the demo and the shipped
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor
 
 from . import __version__
+from .augment import AugmentationConfig
 from .checkpoint import load_model
 from .data import load_dataset
 from .dataset import ImageDataset, shuffled_subset
@@ -32,7 +34,6 @@ from .equivariance import PosthocPredictor, equivariance_metrics, fit_posthoc_pr
 from .figures import bar_figure
 from .models import EquiModModel, model_device, resolve_device
 from .probes import augmentation_probes, extract_features, knn_accuracy, label_probes, linear_eval_sgd
-from .augment import AugmentationConfig
 
 
 # ============================================================================================
@@ -181,7 +182,7 @@ def evaluate_random_init(train_config, dataset=None, fast: bool = False, sizes: 
     """The same report for the random-init baseline: the run's architecture, untrained (seeded).
 
     BatchNorm layers keep their initial running statistics (eval mode), as in
-    benchmarks/dataset_probe.py. Arguments as :func:`evaluate_run`.
+    benchmarks/dataset_probe.py. Arguments as ``evaluate_run``.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -191,6 +192,39 @@ def evaluate_random_init(train_config, dataset=None, fast: bool = False, sizes: 
                             None, seed)
     report["meta"].update(run_dir=None, random_init=True, fast=fast)
     return report
+
+
+def _get(report: Optional[dict], *keys, default=None):
+    for key in keys:
+        if not isinstance(report, dict) or report.get(key) is None:
+            return default
+        report = report[key]
+    return report
+
+
+def headline(report: dict) -> dict:
+    """The flat headline metrics of one evaluation report (evaluate_run's dict), described in compare.METRICS."""
+    target = report["target"]
+    own = report.get("equivariance")
+    posthoc = report.get("equivariance_posthoc")
+    scored = own if own is not None else posthoc
+    probes = report.get("augmentation_probes") or {}
+    r2 = [p["value"] for p in probes.values() if p and p["metric"] == "r2"]
+    return {
+        "shape_acc": _get(report, "labels", target, "value"),
+        "colour_acc": _get(report, "labels", "colour", "value"),
+        "knn_acc": _get(report, "knn", target),
+        "colour_knn": _get(report, "knn", "colour"),
+        "equivariance_gain": _get(scored, "gain"),
+        "mrr": _get(scored, "retrieval", "mrr"),
+        "hit1": _get(scored, "retrieval", "hit@1"),
+        "posthoc_gain": _get(posthoc, "gain"),
+        "posthoc_mrr": _get(posthoc, "retrieval", "mrr"),
+        "param_r2": sum(r2) / len(r2) if r2 else None,
+        "hue_r2": _get(probes, "hue", "value"),
+        "hue_sensitivity": _get(report, "sensitivity", "hue"),
+    }
+
 
 # ============================================================================================
 # Writing a report

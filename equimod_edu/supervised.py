@@ -2,11 +2,11 @@
 
 Self-supervised numbers need a scale. Two references come from here:
 
-- :func:`train_supervised`: the backbone of a run trained from scratch with cross-entropy on the
-  target label (crop + flip views, no colour augmentation), saved as a run folder that
-  ``evaluate_run`` reads like any other. Its probes say what this architecture can extract from
-  these images when it is told the answer.
-- :func:`label_efficiency`: accuracy against the number of labels per class, for a linear probe on
+- ``train_supervised``: the backbone of a run trained from scratch with cross-entropy on the
+  target label (crop + flip views, no colour augmentation: objectives.Supervised, run by the
+  Trainer like any objective), saved as a run folder that ``evaluate_run`` reads like any other.
+  Its probes say what this architecture can extract from these images when it is told the answer.
+- ``label_efficiency``: accuracy against the number of labels per class, for a linear probe on
   frozen features (each self-supervised model) and for a network trained from scratch on the same
   few labels (UvA's SimCLR tutorial shows the same curve). Self-supervision pays where labels
   are few.
@@ -16,126 +16,76 @@ Self-supervised numbers need a scale. Two references come from here:
 
 from __future__ import annotations
 
-import math
-import time
+import contextlib
+import dataclasses
+import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-from . import __version__
-from .augment import AugmentationConfig, apply
-from .data import load_dataset
-from .dataset import ImageDataset, mix_seed
-from .models import EquiModModel, resolve_device
-from .optim import set_lr, warmup_cosine
-from .checkpoint import CHECKPOINT_NAME, describe, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_NAME, build_model, load_checkpoint
 from .config import TrainConfig
+from .data import load_dataset
+from .dataset import ImageDataset
+from .models import EquiModModel, resolve_device
+from .train import Trainer
 
-__all__ = ["supervised_augmentation", "train_supervised", "per_class_subset", "label_efficiency",
-           "label_efficiency_figure"]
-
-
-def supervised_augmentation(aug: AugmentationConfig) -> AugmentationConfig:
-    """The views of supervised training: the run's crop and flip, no colour jitter, no grayscale."""
-    return aug.replace(jitter_p=0.0, gray_p=0.0, blur_p=0.0, solarize_p=0.0)
-
-
-def _build(cfg: TrainConfig, n_classes: int, device) -> tuple[EquiModModel, nn.Linear]:
-    model = EquiModModel(cfg.model_config()).to(device)
-    return model, nn.Linear(model.feature_dim, n_classes).to(device)
+__all__ = ["train_supervised", "per_class_subset", "label_efficiency", "label_efficiency_figure"]
 
 
 def train_supervised(cfg: TrainConfig, dataset: Optional[ImageDataset] = None, steps: Optional[int] = None,
                      save: bool = True, progress: bool = False) -> tuple[EquiModModel, dict]:
     """Train ``cfg``'s backbone with labels (cross-entropy on ``dataset.target``).
 
+    A Trainer run with ``objective="supervised"`` (objectives.Supervised).
+
     cfg: a TrainConfig (its backbone, augmentation crop/flip, batch size, lr, epochs, seed,
-        out_dir; the model is built with ``equimod=False``). AdamW with the run's warm-up +
-        cosine schedule; a linear classifier on h is trained with it and kept in the checkpoint.
-    dataset: the labelled images (default: the config's training split, first ``train_subset``).
-    steps: optimiser steps (default ``epochs * len(dataset) // batch_size``). With very few
-        labels the batch is the whole set.
-    save: write ``cfg.out_dir/checkpoint.pt`` (after every epoch and at the end; an existing
-        finished checkpoint is reused, an unfinished one resumed).
+        out_dir; the model is built with ``equimod=False``). AdamW in float32 with the run's
+        warm-up + cosine schedule; a linear classifier on h is trained with it and kept in the
+        checkpoint ("heads").
+    dataset: the labelled images, used whole (default: the config's training split, first
+        ``train_subset``).
+    steps: optimiser steps, without warm-up (default ``epochs * len(dataset) // batch_size``,
+        after ``warmup_epochs``). With very few labels the batch is the whole set.
+    save: train into ``cfg.out_dir`` (an existing finished run is reused, an unfinished one
+        resumed); False: into a temporary folder, deleted afterwards.
     Returns ``(model in eval mode, {"train_acc", "loss", "steps", "seconds"})``.
     """
-    cfg = TrainConfig.from_dict({**cfg.to_dict(), "equimod": False})
-    cfg.validate()
-    device = resolve_device(cfg.device)
     data = dataset if dataset is not None else load_dataset(cfg.dataset, "train", cfg.data_root)
-    if dataset is None and cfg.train_subset:
-        data = data.subset(slice(0, cfg.train_subset))
-    data = data.to(device)
-    n, labels = len(data), data.targets
-    n_classes = len(data.classes.get(data.target, [])) or int(labels.max()) + 1
+    n = len(data) if dataset is not None else min(len(data), cfg.train_subset or len(data))
     batch = min(cfg.batch_size, n)
-    per_epoch = max(1, n // batch)
-    total = steps or cfg.epochs * per_epoch
-    warmup = round(cfg.warmup_epochs * per_epoch) if steps is None else 0
-    aug = supervised_augmentation(cfg.augmentation())
-    out_dir, path = Path(cfg.out_dir), Path(cfg.out_dir) / CHECKPOINT_NAME
-
-    torch.manual_seed(cfg.seed)
-    model, classifier = _build(cfg, n_classes, device)
-    params = list(model.backbone.parameters()) + list(classifier.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=max(cfg.weight_decay, 0.0))
-    step, history, seconds = 0, [], 0.0
-    if save and path.exists():
-        state = load_checkpoint(path, map_location=device)
-        model.load_state_dict(state["model"])
-        classifier.load_state_dict(state["classifier"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, history, seconds = state["step"], list(state["metrics"]), state.get("train_seconds", 0.0)
-    g = torch.Generator(device=device)
-    tic, correct, seen, loss_sum = time.perf_counter(), 0, 0, 0.0
-    model.train()
-    from tqdm.auto import tqdm
-    bar = tqdm(total=total, initial=step, desc="supervised", disable=not progress, dynamic_ncols=True)
-    while step < total:
-        epoch, i = divmod(step, per_epoch)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(cfg.seed, epoch)))
-        index = order[i * batch:(i + 1) * batch].to(device)
-        g.manual_seed(mix_seed(cfg.seed, step + 1))
-        x = apply(data.images[index], aug.sample(len(index), tuple(data.images.shape[-2:]), g, device), aug)
-        set_lr(optimizer, warmup_cosine(step, total, warmup, cfg.lr))
-        logits = classifier(model.features(x))
-        loss = F.cross_entropy(logits, labels[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        bar.update(1)
-        correct = correct + (logits.detach().argmax(1) == labels[index]).sum()  # tensors: no host sync per step
-        seen, loss_sum = seen + len(index), loss_sum + loss.detach() * len(index)
-        if step % per_epoch == 0 or step == total:
-            seconds, tic = seconds + time.perf_counter() - tic, time.perf_counter()
-            record = {"step": step, "epoch": step / per_epoch, "loss": float(loss_sum) / seen,
-                      "train_acc": float(correct) / seen,
-                      "seconds": seconds}
-            if not math.isfinite(record["loss"]):
-                raise RuntimeError(f"supervised training: the loss became non-finite at step {step}; lower lr")
-            history.append(record)
-            correct, seen, loss_sum = 0, 0, 0.0
-            if save:
-                out_dir.mkdir(parents=True, exist_ok=True)
-                save_checkpoint(path, {
-                    "model": model.state_dict(), "classifier": classifier.state_dict(),
-                    "optimizer": optimizer.state_dict(), "step": step, "epoch": step / per_epoch,
-                    "config": cfg.to_dict(), **describe(cfg), "metrics": history, "objective": "supervised",
-                    "stop_reason": "finished" if step == total else None, "train_seconds": seconds,
-                    "version": __version__})
-    bar.close()
+    per_epoch = n // batch
+    # the reference's recipe: AdamW, float32 images in NCHW layout (as the shipped reference was trained:
+    # channels_last convolutions round differently), one log line and one checkpoint per epoch
+    cfg = dataclasses.replace(cfg, objective="supervised", equimod=False, optimizer="adamw", precision="fp32",
+                              channels_last=False, batch_size=batch, progress=progress,
+                              train_subset=cfg.train_subset if dataset is None else None,
+                              warmup_epochs=0 if steps else cfg.warmup_epochs,
+                              log_every=per_epoch, checkpoint_every=per_epoch)
+    with contextlib.ExitStack() as stack:
+        if not save:
+            cfg = dataclasses.replace(cfg, out_dir=stack.enter_context(tempfile.TemporaryDirectory()))
+        path = Path(cfg.out_dir) / CHECKPOINT_NAME
+        state = load_checkpoint(path) if path.exists() else None
+        if state is not None and state.get("stop_reason") == "finished":  # done before: reuse it
+            model = build_model(state, resolve_device(cfg.device))
+            history, step, seconds = state["metrics"], state["step"], state.get("train_seconds", 0.0)
+        else:
+            trainer = Trainer(cfg, dataset=data, resume=state is not None, overwrite=state is None, steps=steps)
+            trainer.run()
+            if trainer.stop_reason != "finished":  # Ctrl-C / SIGTERM: the checkpoint is saved, stop here
+                raise KeyboardInterrupt(f"{trainer.stop_reason}; run the same command again to continue")
+            model, history, step, seconds = trainer.model.eval(), trainer.history, trainer.step, trainer.train_seconds
     last = history[-1] if history else {}
-    return model.eval(), {"train_acc": last.get("train_acc"), "loss": last.get("loss"), "steps": step,
-                          "seconds": seconds}
+    return model, {"train_acc": last.get("train_acc"), "loss": last.get("loss"), "steps": step, "seconds": seconds}
 
 
 def per_class_subset(ds: ImageDataset, per_class: int, seed: int = 0) -> ImageDataset:
-    """``per_class`` images of each class of the target (a seeded random choice; fewer if a class
-    has fewer)."""
+    """``per_class`` images of each class of the target (a seeded random choice).
+
+    Fewer for a class that has fewer.
+    """
     return ds.subset(_subset_rows(ds, per_class, seed))
 
 
@@ -148,7 +98,7 @@ def label_efficiency(models: dict[str, tuple[EquiModModel, TrainConfig]], train_
     models: name -> (frozen model, its TrainConfig): a linear probe (probes.linear_probe) on its
         frozen h, fitted on ``k`` labelled training images per class, for each ``k`` in per_class.
     scratch: a TrainConfig for a network trained from scratch on the same ``k`` labels per class
-        (:func:`train_supervised`, ``max(scratch_steps, epochs over the subset)`` steps), then
+        (``train_supervised``, ``max(scratch_steps, epochs over the subset)`` steps), then
         scored on the test set by its own classifier (through a probe on its h).
     Returns ``{"per_class": [...], "curves": {name: [accuracy per k]}, "n_test", "chance"}``.
     """

@@ -3,7 +3,7 @@
     ds = make_synthetic(1000, size=32, seed=0)              # an ImageDataset, target "shape"
     ds = make_synthetic(1000, spec=SyntheticSpec(bg_sat=(0, 1)))   # change a knob (uncached)
 
-The cached, shipped splits come from :func:`equimod_edu.data.synthetic`; what the set is built
+The cached, shipped splits come from ``equimod_edu.data.synthetic``; what the set is built
 to show, and the design rules behind its knobs, are in the docstring of ``data.py``.
 """
 
@@ -74,13 +74,9 @@ _POLYGONS = {
 def polygon_sdf(p: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
     """Signed distance from points to a closed polygon (negative inside).
 
-    Distance to the nearest edge, with the sign from the even-odd (crossing number) rule.
-
-    Args:
-        p: ``(..., 2) float`` points.
-        vertices: ``(V, 2) float`` polygon corners, in order.
-    Returns:
-        ``(...) float`` signed distances.
+    Distance to the nearest edge, with the sign from the even-odd (crossing number) rule:
+    ``p`` ``(..., 2) float`` points and ``vertices`` ``(V, 2) float`` polygon corners, in order,
+    give ``(...) float`` signed distances.
     """
     px, py = p[..., 0], p[..., 1]
     d2 = (px - vertices[0, 0]) ** 2 + (py - vertices[0, 1]) ** 2
@@ -169,8 +165,11 @@ class SyntheticSpec:
 
 
 def _background(n: int, size: int, spec: SyntheticSpec, g: torch.Generator) -> torch.Tensor:
-    """``(n, 3, size, size) float`` textured backgrounds: two random colours blended by smooth
-    noise, plus fine noise. Background hues cover the whole circle, like the objects'."""
+    """``(n, 3, size, size) float`` textured backgrounds.
+
+    Two random colours blended by smooth noise, plus fine noise. Background hues cover the whole
+    circle, like the objects'.
+    """
     cols = [hsv_to_rgb(torch.rand(n, generator=g), _uniform(n, *spec.bg_sat, g), _uniform(n, *spec.bg_val, g))
             for _ in range(2)]
     blend = torch.randn(n, 1, spec.bg_blobs, spec.bg_blobs, generator=g)
@@ -210,9 +209,12 @@ _CHUNK = 1024  # images rendered at once: keeps every temporary small (large CPU
 
 @contextmanager
 def _one_thread():
-    """Run torch single-threaded inside the block. Rendering is hundreds of small element-wise
-    ops: a second thread gains ~20 %, but on a busy machine (other processes on the cores) the
-    threads' barriers stall and a 2-thread build was measured 50x slower."""
+    """Run torch single-threaded inside the block.
+
+    Rendering is hundreds of small element-wise ops: a second thread gains ~20 %, but on a busy
+    machine (other processes on the cores) the threads' barriers stall and a 2-thread build was
+    measured 50x slower.
+    """
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -226,17 +228,14 @@ def make_synthetic(
 ) -> ImageDataset:
     """Generate ``n`` images of one coloured shape on a textured background (no cache).
 
-    Args:
-        n: number of images; shape and hue classes are balanced (each appears n / n_classes
-            times, rounded, in a random order).
-        size: image side in pixels.
-        seed: all randomness comes from ``torch.Generator().manual_seed(seed)``.
-        spec: the generator's knobs, :class:`SyntheticSpec`.
-    Returns:
-        :class:`ImageDataset`, target "shape", with images ``(n, 3, size, size) uint8`` and labels
-        ``shape``, ``colour`` ``(n,) int64``; ``x``, ``y`` (object centre / image side, 0 = left,
-        top), ``scale`` (radius / image side), ``rotation`` (degrees, clockwise on screen),
-        ``hue`` (degrees), ``saturation``, ``value`` (HSV of the object), ``(n,) float32``.
+    Shape and hue classes are balanced (each appears n / n_classes times, rounded, in a random
+    order). ``size`` is the image side in pixels; all randomness comes from
+    ``torch.Generator().manual_seed(seed)``; ``spec`` holds the generator's knobs.
+
+    Returns an ``ImageDataset``, target "shape", with images ``(n, 3, size, size) uint8`` and
+    labels ``shape``, ``colour`` ``(n,) int64``; ``x``, ``y`` (object centre / image side,
+    0 = left, top), ``scale`` (radius / image side), ``rotation`` (degrees, clockwise on screen),
+    ``hue`` (degrees), ``saturation``, ``value`` (HSV of the object), ``(n,) float32``.
     """
     g = torch.Generator().manual_seed(seed)
     f = _sample_factors(n, spec, g)

@@ -1,4 +1,6 @@
-"""Training EquiMod (or plain SimCLR / BYOL) end to end: one config, one loop, callbacks.
+"""Training EquiMod (or plain SimCLR / BYOL, or the supervised reference) end to end.
+
+One config, one loop, pluggable objectives, callbacks.
 
 Run it from a terminal:
 
@@ -15,14 +17,18 @@ or from Python (the notebooks do this):
     for metrics in trainer.epochs():          # one dict per epoch: losses, gain, lr, images/s
         print(metrics)
 
-One step (docs/design.md section 1): views = x_o, (x_1, t_1), (x_2, t_2) of the batch;
-out = model(x_o, x_1, x_2, t_1, t_2); loss = L_inv + lambda * L_equi; optimiser step; BYOL EMA.
+What is optimised is an objective (objectives.py), chosen by ``cfg.objective`` in
+``OBJECTIVES``: the SimCLR / BYOL base with the EquiMod module, or supervised cross-entropy.
+One step (docs/design.md section 1), ``Trainer.train_step``: the batch the objective needs
+(views = x_o, (x_1, t_1), (x_2, t_2), labels); out = objective(model, batch), e.g.
+model(x_o, x_1, x_2, t_1, t_2); loss = L_inv + lambda * L_equi; optimiser step; BYOL EMA.
 Everything random in a step comes from generators seeded by (seed, epoch) for the data order and
 (seed, step) for the augmentations, so a resumed run replays the uninterrupted one.
 
-Side jobs are callbacks (minGPT): the progress bar (:class:`ProgressBar`) and the metrics log
-(:class:`MetricsLog`, runs/<name>/metrics.jsonl) are the default ones; the notebooks add
-``widgets.LiveCurves``. The config lives in config.py, checkpoints in checkpoint.py.
+Side jobs are callbacks (minGPT), objects with ``attach(trainer)``: the progress bar
+(``ProgressBar``) and the metrics log (``MetricsLog``, runs/<name>/metrics.jsonl) are
+the default ones; the notebooks add ``live.LiveCurves``. The config lives in config.py,
+checkpoints in checkpoint.py, the run folder's files and errors in run_folder.py.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -44,40 +50,28 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .augment import Views
-from .checkpoint import CHECKPOINT_NAME, all_finite, describe, load_checkpoint, load_model, save_checkpoint  # noqa: F401
+from .augment_cuda import augmenter_for
+from .checkpoint import describe
 from .config import TrainConfig
 from .data import load_dataset
 from .dataset import ImageDataset, mix_seed
-from .files import TEMP_PREFIX, RunFolderError, RunLock, append_line, atomic_write, os_error_reason
+from .files import append_line, atomic_write
 from .loader import FolderCrops, views_from_crops
-from .losses import equimod_loss, equivariance_gain
-from .models import EquiModModel, byol_momentum, resolve_device
-from .optim import LARS, lars_param_groups, set_lr, warmup_cosine
+from .models import EquiModModel, resolve_device
+from .objectives import Batch, Objective, SelfSupervised, Supervised
+from .optim import LARS, set_lr, warmup_cosine
+from .run_folder import NonFiniteLossError, RunFolder, TrainingError
 
-__all__ = ["TrainConfig", "Trainer", "ProgressBar", "MetricsLog", "NonFiniteLossError", "TrainingError", "RunFolderError",
-           "EVENTS", "environment",
-           "CHECKPOINT_NAME", "load_checkpoint", "load_model", "save_checkpoint", "resolve_device"]
+__all__ = ["Trainer", "OBJECTIVES", "TrainingNet", "ProgressBar", "MetricsLog", "EVENTS", "environment"]
+
+#: The objectives TrainConfig.objective names (a new one: its module, and one line here).
+OBJECTIVES: dict[str, type[Objective]] = {"self-supervised": SelfSupervised, "supervised": Supervised}
 
 
 def _folder_path(dataset: str) -> Path:
     """'folder:PATH' -> PATH/train if that exists, else PATH (as data.load_dataset)."""
     path = Path(dataset[len("folder:"):])
     return path / "train" if (path / "train").is_dir() else path
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss or the parameters became NaN or infinite; the last finite checkpoint was kept."""
-
-
-class TrainingError(RuntimeError):
-    """Training stopped on an error (data, disk, I/O); the message names the cause and what was saved."""
-
-
-#: Settings a resumed run may change: they do not change what the run computes.
-RESUMABLE_CHANGES = ("out_dir", "progress", "max_steps", "log_every", "checkpoint_every", "num_workers", "device",
-                     "compile", "data_root")
-#: The files that make a folder a run folder.
-RUN_FILES = ("checkpoint.pt", "config.json", "metrics.jsonl", "environment.json")
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,7 +105,7 @@ def _init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
 
 
 # --------------------------------------------------------------------------------------------
-# Callbacks: fn(trainer, metrics) per event
+# Callbacks: objects whose attach(trainer) registers fn(trainer, metrics) for some events
 # --------------------------------------------------------------------------------------------
 Callback = Callable[["Trainer", dict], None]
 #: on_train_begin: {"step"} before the first step; on_log: a metrics record every log_every steps;
@@ -126,9 +120,8 @@ class ProgressBar:
         self.bar = None
 
     def begin(self, trainer: "Trainer", metrics: dict) -> None:
-        cfg = trainer.cfg
         self.bar = tqdm(total=trainer.last_step, initial=trainer.step, dynamic_ncols=True,
-                        desc=f"{cfg.base}{'+equimod' if cfg.equimod else ''}", disable=not trainer.is_main)
+                        desc=trainer.objective.label, disable=not trainer.is_main)
 
     def log(self, trainer: "Trainer", metrics: dict) -> None:
         self.bar.update(trainer.step - self.bar.n)
@@ -178,53 +171,73 @@ class MetricsLog:
 # --------------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------------
+class TrainingNet(torch.nn.Module):
+    """The model and the objective's heads as one module: what DDP and torch.compile wrap.
+
+    ``net(batch)`` = ``objective(model, batch)``: every network of a step runs inside this call,
+    so DDP averages the gradients of the heads too. Checkpoints keep the two apart ("model",
+    "heads"), so a model's state dict is the same whatever trained it.
+    """
+
+    def __init__(self, model: EquiModModel, objective: Objective):
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, batch: Batch):
+        return self.objective(self.model, batch)
+
+
 class Trainer:
     """Runs one training job (minGPT style: a loop with named callbacks, no framework).
 
-    Callbacks: ``trainer.add_callback("on_log", fn)`` with fn(trainer, metrics), for the events
-    of EVENTS. The metrics log and (with cfg.progress) the progress bar are attached first.
+    What is optimised: ``OBJECTIVES[cfg.objective]`` (objectives.py). Callbacks: objects with
+    ``attach(trainer)`` (ProgressBar, MetricsLog, live.LiveCurves), which register
+    ``fn(trainer, metrics)`` for events of EVENTS with ``trainer.add_callback(event, fn)``. The
+    metrics log and (with cfg.progress) the progress bar are attached first.
     dataset: train on this ImageDataset instead of the config's (tests, notebooks).
+    steps: train this many optimiser steps instead of cfg.epochs epochs (the schedule spans them).
     resume: continue the run of cfg.out_dir; overwrite: delete the run already there and start over.
     A fresh run refuses a folder that holds another run (RunFolderError).
     """
 
-    def __init__(self, cfg: TrainConfig, callbacks: Optional[dict[str, list[Callback]]] = None,
-                 resume: bool = False, dataset: Optional[ImageDataset] = None, overwrite: bool = False):
+    def __init__(self, cfg: TrainConfig, callbacks: Sequence = (), resume: bool = False,
+                 dataset: Optional[ImageDataset] = None, overwrite: bool = False, steps: Optional[int] = None):
         cfg.validate()
+        if cfg.objective not in OBJECTIVES:
+            raise ValueError(f"TrainConfig.objective = {cfg.objective!r}: choose one of {sorted(OBJECTIVES)}")
         self.cfg = cfg
         self.rank, self.world, self.device = _init_distributed(resolve_device(cfg.device))
         if cfg.batch_size % self.world or cfg.batch_size // self.world < 2:
             raise ValueError(f"TrainConfig.batch_size = {cfg.batch_size}: must divide by the {self.world} processes, "
                              f"at least 2 images each")
         self.out_dir = Path(cfg.out_dir)
-        self.resume, self.overwrite = resume, overwrite
-        if resume and overwrite:
-            raise ValueError("resume and overwrite exclude each other: continue the run, or start it over")
-        existing = [name for name in RUN_FILES if (self.out_dir / name).exists() or (self.out_dir / name).is_symlink()]
-        if existing and not (resume or overwrite):
-            raise RunFolderError(f"{self.out_dir} already holds a run ({', '.join(existing)}): continue it with "
-                                 f"--resume, start it over with --overwrite (deletes it), or choose another --out")
+        self.folder = RunFolder(self.out_dir, resume, overwrite)
         self.is_main = self.rank == 0
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.channels_last = cfg.channels_last
-        self._load_data(dataset)
+        objective_type = OBJECTIVES[cfg.objective]
+        self._load_data(dataset, objective_type, steps)
 
         torch.manual_seed(cfg.seed)
-        self.model = EquiModModel(cfg.model_config(self.aug)).to(self.device)
+        self.model = EquiModModel(cfg.model_config()).to(self.device)
+        n_classes = self._n_classes() if objective_type.needs.labels else None
+        self.objective = objective_type(cfg, self.model, self.aug, n_classes).to(self.device)
         self.sync_bn = cfg.sync_bn if cfg.sync_bn is not None else (self.world > 1 and self.device.type == "cuda")
         if self.sync_bn and self.world > 1:  # every BatchNorm, the BYOL target's included (as the official code)
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.objective = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.objective)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+            self.objective = self.objective.to(memory_format=torch.channels_last)
         self.optimizer = self._make_optimizer()
-        self.forward = self.model
+        self.net = TrainingNet(self.model, self.objective)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         if cfg.compile:
-            self.forward = torch.compile(self.forward)
+            self.net = torch.compile(self.net)
 
         self.step, self.history, self.stop_reason = 0, [], None
         self.train_seconds = 0.0  # wall time inside the loop, over all resumes (compute-matched comparisons)
@@ -232,21 +245,23 @@ class Trainer:
         self._aug_generator = torch.Generator(device=self.device)
         self._signal, self._stop = None, False  # a signal received here; the stop all processes agreed on
         self.callbacks: dict[str, list[Callback]] = {event: [] for event in EVENTS}
-        MetricsLog(self.out_dir / "metrics.jsonl").attach(self)
+        MetricsLog(self.folder.metrics).attach(self)
         if cfg.progress:
             ProgressBar().attach(self)
-        for event, fns in (callbacks or {}).items():
-            for fn in fns:
-                self.add_callback(event, fn)
+        for callback in callbacks:
+            callback.attach(self)
         if resume:
             self._resume()
 
     # ---- setup helpers --------------------------------------------------------------------------
-    def _load_data(self, dataset: Optional[ImageDataset]) -> None:
-        """The augmentation, and the data: whole on the device, or streamed from a folder by workers."""
+    def _load_data(self, dataset: Optional[ImageDataset], objective_type: type[Objective],
+                   steps: Optional[int]) -> None:
+        """The objective's augmentation, and the data: whole on the device, or streamed from a folder by workers."""
         cfg = self.cfg
-        self.aug = cfg.augmentation()
-        self.streaming = dataset is None and (cfg.stream if cfg.stream is not None else cfg.dataset.startswith("folder:"))
+        self.aug = objective_type.augmentation(cfg.augmentation())
+        self.augmenter = augmenter_for(self.aug, self.device)  # on CUDA: the same pixels in fewer launches
+        stream = cfg.stream if cfg.stream is not None else cfg.dataset.startswith("folder:")
+        self.streaming = dataset is None and stream
         if self.streaming:  # too large for the device: workers decode and crop (loader.py)
             self.data = FolderCrops(_folder_path(cfg.dataset), self.aug, cfg.seed)
         else:  # small: the whole set as uint8 on the device
@@ -254,15 +269,22 @@ class Trainer:
             self.data = self.data.to(self.device)
         self.n_images = min(len(self.data), cfg.train_subset or len(self.data))
         if self.n_images < cfg.batch_size:
-            raise ValueError(f"TrainConfig.batch_size = {cfg.batch_size}: larger than the dataset ({self.n_images} images)")
+            raise ValueError(f"TrainConfig.batch_size = {cfg.batch_size}: larger than the dataset "
+                             f"({self.n_images} images)")
         self.steps_per_epoch = self.n_images // cfg.batch_size  # drop the last partial batch
-        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.total_steps = steps or cfg.epochs * self.steps_per_epoch
         self.last_step = min(self.total_steps, cfg.max_steps or self.total_steps)
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
 
+    def _n_classes(self) -> int:
+        """The number of target classes: named by the dataset, else the largest label of the images used + 1."""
+        classes = self.data.classes
+        named = classes.get(self.data.target, []) if isinstance(classes, dict) else classes
+        return len(named) or int(self.data.targets[: self.n_images].max()) + 1
+
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.cfg
-        groups = lars_param_groups(self.model, cfg.weight_decay)
+        groups = self.objective.param_groups(self.model)
         if cfg.optimizer == "lars":
             return LARS(groups, lr=cfg.lr, momentum=cfg.momentum, trust_coefficient=cfg.trust_coefficient)
         if cfg.optimizer == "sgd":
@@ -278,10 +300,13 @@ class Trainer:
         for fn in self.callbacks[event]:
             fn(self, metrics)
 
-    # ---- one step -------------------------------------------------------------------------------
+    # ---- the batch of a step ------------------------------------------------------------------------
     def batch_indices(self, epoch: int, device=None) -> torch.Tensor:
-        """(steps_per_epoch, batch_size) dataset indices of this epoch's global batches, on the CPU or
-        (device=self.device) on the training device: copied there once per epoch, not once per step."""
+        """``(steps_per_epoch, batch_size)`` dataset indices of this epoch's global batches.
+
+        On the CPU, or (device=self.device) on the training device: copied there once per epoch, not
+        once per step.
+        """
         if self._epoch_order[0] != epoch:
             g = torch.Generator().manual_seed(mix_seed(self.cfg.seed, epoch))
             order = torch.randperm(self.n_images, generator=g)[: self.steps_per_epoch * self.cfg.batch_size]
@@ -299,20 +324,43 @@ class Trainer:
         """The augmentation generator of `step`, seeded by (seed, step): the same on every process."""
         return self._aug_generator.manual_seed(mix_seed(self.cfg.seed, step + 1))
 
-    def make_views(self, images: torch.Tensor, step: int) -> Views:
-        """This process's share of the views of a global batch (N, 3, H, W) uint8 on the device.
+    def make_batch(self, images: torch.Tensor, step: int, labels: Optional[torch.Tensor] = None) -> Batch:
+        """This process's share of the Batch of ``step`` from a global batch of images on the device.
+
+        The images are ``(N, 3, H, W) uint8``; the labels ``(N,)`` are the global batch's, when the
+        objective needs them.
 
         Parameters are drawn for the whole global batch and sliced, so any number of processes
         sees the same augmentations as one process would.
         """
-        return self.aug.views(images, self._generator(step), self.local_rows)
+        rows, generator = self.local_rows, self._generator(step)
+        labels = labels[rows] if labels is not None else None
+        if self.objective.needs.views == 1:
+            params = self.aug.sample(images.shape[0], tuple(images.shape[-2:]), generator, images.device)[rows]
+            return Batch(x_1=self.augmenter.apply(images[rows], params), params_1=params,
+                         t_1=self.augmenter.encode(params), labels=labels)
+        return self._batch_of(self.augmenter.views(images, generator, rows), labels)
 
-    def next_batch(self, step: int) -> Views:
-        """The Views of `step` for this process: from the images on the device, or (streaming)
-        from the crops the DataLoader workers cut (loader.views_from_crops)."""
+    def _batch_of(self, views: Views, labels: Optional[torch.Tensor]) -> Batch:
+        """The Batch of a step's Views: what the objective needs, and t = encode(params)."""
+        needs = self.objective.needs
+        two = needs.views == 2
+        return Batch(x_o=views.x_o if needs.x_o else None, x_1=views.x_1, x_2=views.x_2 if two else None,
+                     params_1=views.params_1, params_2=views.params_2 if two else None,
+                     t_1=self.augmenter.encode(views.params_1),
+                     t_2=self.augmenter.encode(views.params_2) if two else None, labels=labels)
+
+    def next_batch(self, step: int) -> Batch:
+        """The Batch of ``step`` for this process.
+
+        Made from the images on the device, or (streaming) from the crops the DataLoader workers cut
+        (``loader.views_from_crops``).
+        """
         epoch, i = divmod(step, self.steps_per_epoch)
+        needs_labels = self.objective.needs.labels
         if not self.streaming:  # a gather on the device, from the epoch's order already there
-            return self.make_views(self.data.images[self.batch_indices(epoch, self.device)[i]], step)
+            index = self.batch_indices(epoch, self.device)[i]
+            return self.make_batch(self.data.images[index], step, self.data.targets[index] if needs_labels else None)
         order = self.batch_indices(epoch)
         if self._stream is None or self._stream[0] != epoch:
             from torch.utils.data import DataLoader
@@ -321,35 +369,29 @@ class Trainer:
             loader = DataLoader(self.data, batch_sampler=batches, num_workers=self.cfg.num_workers,
                                 pin_memory=self.device.type == "cuda")
             self._stream = (epoch, iter(loader))
-        images, crops, _ = next(self._stream[1])
-        return views_from_crops(images, crops, self.aug, self._generator(step), self.device)
+        images, crops, labels = next(self._stream[1])
+        views = views_from_crops(images, crops, self.aug, self._generator(step), self.device, self.augmenter)
+        return self._batch_of(views, labels.to(self.device) if needs_labels else None)
 
-    def training_step(self, step: int, views: Views) -> dict:
-        """One step on `views`: the images in the model's memory layout, t = encode(params), then update."""
-        x = [views.x_o, views.x_1, views.x_2]
+    # ---- one step -------------------------------------------------------------------------------
+    def train_step(self, step: int, batch: Batch) -> dict:
+        """One optimiser step on ``batch``; returns the detached losses and diagnostics, and "lr".
+
+        The images in the model's memory layout, the objective's forward and losses, backward,
+        optimiser step, its after_step (BYOL's EMA).
+        """
         if self.channels_last:
-            x = [v.contiguous(memory_format=torch.channels_last) for v in x]
-        return self.update(step, *x, self.aug.encode(views.params_1), self.aug.encode(views.params_2))
-
-    def update(self, step: int, x_o, x_1, x_2, t_1, t_2) -> dict:
-        """Forward, loss, backward, optimiser step (and BYOL EMA). Returns detached metrics."""
-        cfg = self.cfg
-        lr = warmup_cosine(step, self.total_steps, self.warmup_steps, cfg.lr)
+            batch = batch._replace(**{k: getattr(batch, k).contiguous(memory_format=torch.channels_last)
+                                      for k in ("x_o", "x_1", "x_2") if getattr(batch, k) is not None})
+        lr = warmup_cosine(step, self.total_steps, self.warmup_steps, self.cfg.lr)
         set_lr(self.optimizer, lr)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            out = self.forward(x_o if cfg.equimod else None, x_1, x_2, t_1, t_2)
-            losses = equimod_loss(out, cfg.base, cfg.lam, cfg.temperature_inv, cfg.temperature_equi)
+            losses = self.objective.losses(self.net(batch), batch)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         self.optimizer.step()
-        if cfg.base == "byol":
-            self.model.update_target(byol_momentum(step, self.total_steps, cfg.ema_base))
+        self.objective.after_step(self.model, step, self.total_steps)
         metrics: dict = {k: v.detach() for k, v in losses.items()}
-        if cfg.equimod:
-            with torch.no_grad():
-                gain = torch.cat([equivariance_gain(out.y_1, out.y_hat_1, out.y_o),
-                                  equivariance_gain(out.y_2, out.y_hat_2, out.y_o)])
-            metrics["gain"] = gain.mean()
         metrics["lr"] = lr  # a Python float: no tensor made from host data inside a step
         return metrics
 
@@ -359,21 +401,22 @@ class Trainer:
 
         The run folder is locked meanwhile (files.RunLock): a second training into it is refused.
         """
-        lock = RunLock(self.out_dir) if self.is_main else contextlib.nullcontext()
+        lock = self.folder.lock() if self.is_main else contextlib.nullcontext()
         with lock:
             yield from self._epochs()
 
     def _epochs(self) -> Iterator[dict]:
         if self.is_main:
-            self._prepare_folder()
+            self.folder.prepare()
             self._write_run_files()
         previous = self._install_signal_handlers()
         self._fire("on_train_begin", {"step": self.step})
         try:
             self.model.train()
+            self.objective.train()
             sums, tic, tic_step = {}, time.perf_counter(), self.step
             while self.step < self.last_step and not self._stop:
-                for k, v in self.training_step(self.step, self.next_batch(self.step)).items():
+                for k, v in self.train_step(self.step, self.next_batch(self.step)).items():
                     sums[k] = sums.get(k, 0.0) + v
                 self.step += 1
                 if self.world == 1:  # alone: stop right after the step a signal came in
@@ -393,7 +436,7 @@ class Trainer:
             self._fire("on_train_end", {"step": self.step, "stop_reason": self.stop_reason})
             if isinstance(error, (NonFiniteLossError, TrainingError, GeneratorExit, KeyboardInterrupt)):
                 raise
-            raise TrainingError(self._stopped_by(error)) from error
+            raise TrainingError(self.folder.stopped_by(error, self.step, self.save)) from error
         finally:
             self._restore_signal_handlers(previous)
 
@@ -428,7 +471,7 @@ class Trainer:
         self.train_seconds += seconds
         record.update(step=self.step, epoch=self.step / self.steps_per_epoch, seconds=self.train_seconds,
                       images_per_s=steps * self.cfg.batch_size / max(seconds, 1e-9))
-        self._check_finite(record)
+        self.folder.check_finite(record, self.objective.checked, self.step, self.cfg.lr)
         self.history.append(record)
         self._fire("on_log", record)
         return record
@@ -448,101 +491,56 @@ class Trainer:
             tqdm.write(f"{self.stop_reason}; checkpoint saved in {self.out_dir}; "
                        f"continue with --resume (equimod-edu train --out {self.out_dir} --resume)")
 
-    def _stopped_by(self, error: BaseException) -> str:
-        """The message of an error that stopped training, after saving what can be saved."""
-        reason = os_error_reason(error, getattr(error, "filename", None) or self.out_dir)
-        where = f" ({error.filename})" if getattr(error, "filename", None) else ""
-        try:
-            self.save()
-            saved = f"a checkpoint at step {self.step} was saved: fix the cause, then --resume"
-        except Exception:  # a full disk, or non-finite weights: keep the last checkpoint as it is
-            last = self.out_dir / CHECKPOINT_NAME
-            saved = f"the last checkpoint ({last}) is kept" if last.exists() else "no checkpoint was written"
-        return f"training stopped at step {self.step}: {reason}{where}; {saved}"
-
-    def _prepare_folder(self) -> None:
-        """Under the lock: delete the old run (overwrite) and temporary files that kills left behind."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        for path in self.out_dir.glob(f"{TEMP_PREFIX}*"):
-            path.unlink(missing_ok=True)
-        if self.overwrite and not self.resume:
-            for name in RUN_FILES:
-                (self.out_dir / name).unlink(missing_ok=True)
-
     def run(self) -> list[dict]:
         """Train to the end; returns the per-epoch metrics."""
         return list(self.epochs())
 
-    # ---- bookkeeping --------------------------------------------------------------------------------
-    def _check_finite(self, record: dict) -> None:
-        if not all(math.isfinite(v) for k, v in record.items() if k in ("loss", "inv", "equi")):
-            last = self.out_dir / CHECKPOINT_NAME
-            kept = f"the last good checkpoint is kept: {last}" if last.exists() else "no checkpoint was written yet"
-            raise NonFiniteLossError(
-                f"the loss became non-finite by step {self.step} ({record}); training stopped and {kept}. "
-                f"Try a lower lr (now {self.cfg.lr}) or precision='fp32'.")
-
+    # ---- the run's files: config, environment, checkpoint ----------------------------------------------
     def _write_run_files(self) -> None:
         env = {**environment(), "device": str(self.device), "world_size": self.world, "bf16": self.bf16,
                "sync_bn": self.sync_bn,
                "channels_last": self.channels_last, "steps_per_epoch": self.steps_per_epoch,
                "total_steps": self.total_steps}
-        for name, values in (("config.json", self.cfg.to_dict()), ("environment.json", env)):
-            text = json.dumps(values, indent=2)
-            atomic_write(self.out_dir / name, lambda f: f.write(text.encode()))
+        self.folder.write_json("config.json", self.cfg.to_dict())
+        self.folder.write_json("environment.json", env)
 
     def state(self) -> dict:
-        """Everything a checkpoint holds (see checkpoint.py)."""
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        """Everything a checkpoint holds (see checkpoint.py); "heads": the objective's own modules."""
+        return {"model": self.model.state_dict(), "heads": self.objective.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
                 "schedule": {"name": "warmup_cosine", "base_lr": self.cfg.lr, "warmup_steps": self.warmup_steps,
                              "total_steps": self.total_steps},
                 "step": self.step, "epoch": self.step / self.steps_per_epoch,
                 "rng": {"torch": torch.get_rng_state()}, "config": self.cfg.to_dict(), **describe(self.cfg),
                 "metrics": self.history, "stop_reason": self.stop_reason, "train_seconds": self.train_seconds,
-                "version": __version__}
+                "objective": self.cfg.objective, "version": __version__}
 
     def save(self) -> None:
         """Write the checkpoint (rank 0), after checking that the parameters and optimiser state are finite."""
         if not self.is_main:
             return
         optimizer_state = [v for state in self.optimizer.state.values() for v in state.values()]
-        if not all_finite([*self.model.state_dict().values(), *optimizer_state]):
-            last = self.out_dir / CHECKPOINT_NAME
-            kept = f"the last finite checkpoint is kept: {last}" if last.exists() else "no checkpoint was written"
-            raise NonFiniteLossError(f"the parameters became non-finite by step {self.step}; {kept}. "
-                                     f"Try a lower lr (now {self.cfg.lr}) or precision='fp32'.")
-        path = self.out_dir / CHECKPOINT_NAME
-        try:
-            save_checkpoint(path, self.state())
-        except (OSError, RuntimeError) as error:
-            raise TrainingError(f"could not write the checkpoint {path}: {os_error_reason(error, path)}") from None
+        weights = [*self.model.state_dict().values(), *self.objective.state_dict().values()]
+        self.folder.save(self.state(), [*weights, *optimizer_state], self.step, self.cfg.lr)
 
     def _resume(self) -> None:
-        path = self.out_dir / CHECKPOINT_NAME
-        if not path.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-        state = load_checkpoint(path, map_location=self.device)
-        saved, now = TrainConfig.from_dict(state["config"]).to_dict(), self.cfg.to_dict()
-        changed = [name for name in now if name not in RESUMABLE_CHANGES and saved.get(name) != now[name]]
-        if changed:
-            first = changed[0]
-            raise ValueError(f"--resume: the checkpoint was trained with {first}={saved.get(first)!r}, this config "
-                             f"says {now[first]!r}" + (f" (and {len(changed) - 1} more changed settings: "
-                                                       f"{', '.join(changed[1:])})" if len(changed) > 1 else "")
-                             + ". A resumed run keeps its settings: start a new run (another --out) to change them")
+        state = self.folder.load(self.cfg, self.device)
         self.model.load_state_dict(state["model"])
+        self.objective.load_state_dict(state.get("heads", {}))
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.history = state["step"], list(state["metrics"])
         self.train_seconds = state.get("train_seconds", 0.0)
         torch.set_rng_state(state["rng"]["torch"].cpu())
 
+    # ---- signals: stop after the current step -----------------------------------------------------
     def _install_signal_handlers(self):
         import threading
         if threading.current_thread() is not threading.main_thread():
             return None
 
         def handler(signum, frame):
-            self._signal = signum  # the loop stops after this step (several processes: after the next log line, together)
+            # the loop stops after this step (several processes: after the next log line, together)
+            self._signal = signum
 
         return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
 

@@ -1,10 +1,10 @@
-"""ipywidgets explorers and live training curves (core ipywidgets + matplotlib, for
-``%matplotlib inline`` in JupyterLab, Notebook and Colab).
+"""ipywidgets explorers and live training curves.
+
+Core ipywidgets + matplotlib, for ``%matplotlib inline`` in JupyterLab, Notebook and Colab.
 
     AugmentationExplorer(images, aug).widget              # sliders -> t, the view, encode(t)
-    DisplacementExplorer({"SimCLR": (simclr, posthoc), "EquiMod": (equimod, None)}, images, aug).widget
+    DisplacementExplorer({"SimCLR": Panel(simclr, posthoc), "EquiMod": Panel(equimod)}, images, aug).widget
     training_marks(aug)                                   # name -> its "trained: 0.60–1.40" mark (HTML)
-    curves = LiveCurves(); Trainer(cfg, callbacks={"on_log": [curves], "on_train_end": [curves]})
 
 Every explorer is a small class: ``controls`` (name -> widget, one per augmentation),
 ``params()`` (the AugmentationParams the controls describe), ``compute()`` (a dict of numbers and
@@ -12,7 +12,7 @@ arrays: pure, testable without a browser), ``render()`` (a matplotlib figure int
 ``ipywidgets.Output``, and the numbers as text into ``readout``, an ``ipywidgets.HTML``) and
 ``widget`` (the box to display). Moving a control calls ``update()`` = compute + render.
 ``explorer.set(hue=0.3, flip=True)`` moves several controls with one update. Next to each control a
-mark says what training drew (``views.training_range``), red once the value leaves it, and the
+mark says what training drew (``recipes.training_range``), red once the value leaves it, and the
 readout lists such values ("outside the training range: hue +0.19 (trained ±0.10)"). In the page,
 every part carries a CSS class (``equimod-explorer``, ``equimod-control-<name>``, ``equimod-trained``,
 ``equimod-figure``, ``equimod-readout``, ``equimod-outside``): the browser test finds them by it, and
@@ -27,7 +27,7 @@ import textwrap
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -35,12 +35,21 @@ import torch.nn.functional as F
 
 from .augment import AugmentationConfig, AugmentationParams, apply
 from .dataset import as_images
-from .equivariance import PosthocPredictor, cosine, embed_augmented, scorer
+from .equivariance import Panel, embed_augmented
 from .figures import PCAMap, to_numpy_image
-from .models import model_device
+from .models import cosine, model_device
 from .notebook import in_notebook, png_bytes, show_png
-from .views import (CONTROL_COLUMNS, JITTER_ORDERS, describe_params, outside_training_range, params_from_values,
-                    sample_views, training_range)
+from .recipes import (
+    CONTROL_COLUMNS,
+    CONTROL_NAMES,
+    CONTROL_OWNERS,
+    JITTER_ORDERS,
+    describe_params,
+    outside_training_range,
+    params_from_values,
+    sample_views,
+    training_range,
+)
 
 
 # ============================================================================================
@@ -51,7 +60,7 @@ def augmentation_controls(aug: AugmentationConfig, n_images: int = 1, continuous
 
     image: IntSlider over the images; crop_scale (area fraction, the config's minimum .. 1),
     crop_ratio (width / height, the config's range, 1 included), crop_top and crop_left
-    (fractions, clamped so the box fits, see crop_box); flip; brightness, contrast, saturation
+    (fractions, clamped so the box fits, see recipes.slider_crop_box); flip; brightness, contrast, saturation
     (factors over the config's range [1 - s, 1 + s], or [0.6, 1.4] where the config leaves one at 0);
     hue (turns, -0.5 .. 0.5: the whole colour circle, beyond the config's +-h); order (the jitter
     order); grayscale; sigma (blur std in pixels, 0 = no blur) if the config blurs; solarize if it
@@ -69,40 +78,37 @@ def augmentation_controls(aug: AugmentationConfig, n_images: int = 1, continuous
                                    layout=layout)
 
     def toggle(description):
-        return widgets.Checkbox(value=False, description=description, indent=False, layout=widgets.Layout(width="120px"))
+        return widgets.Checkbox(value=False, description=description, indent=False,
+                                layout=widgets.Layout(width="120px"))
 
-    controls = {
-        "image": widgets.IntSlider(value=0, min=0, max=max(n_images - 1, 0), description="image",
-                                   continuous_update=continuous_update, style=style, layout=layout),
-        "crop_scale": slider("crop scale", aug.crop_scale[0], 1.0, 1.0),
-        "crop_ratio": slider("aspect w/h", min(aug.crop_ratio[0], 1.0), max(aug.crop_ratio[1], 1.0), 1.0),
-        "crop_top": slider("crop top", 0.0, 1.0, 0.0),
-        "crop_left": slider("crop left", 0.0, 1.0, 0.0),
-        "flip": toggle("flip"),
-    }
-    for name in ("brightness", "contrast", "saturation"):
-        strength = getattr(aug, name) or 0.4
-        controls[name] = slider(name, max(0.0, 1 - strength), 1 + strength, 1.0)
-    controls["hue"] = slider("hue (turns)", -0.5, 0.5, 0.0)
-    controls["order"] = widgets.Dropdown(options=[(" ".join("BCSH"[i] for i in order), order)
-                                                  for order in JITTER_ORDERS],
-                                         value=(0, 1, 2, 3), description="jitter order", style=style,
-                                         layout=layout)
-    controls["grayscale"] = toggle("grayscale")
-    if aug.has_blur:
-        controls["sigma"] = slider("blur sigma", 0.0, aug.blur_sigma[1], 0.0, step=0.05)
-    if aug.has_solarize:
-        controls["solarize"] = toggle("solarize")
+    controls = {}
+    for name in CONTROL_NAMES:  # the augmentations' controls from their records (recipes.AUGMENTATION_TABLE)
+        if name == "image":
+            controls[name] = widgets.IntSlider(value=0, min=0, max=max(n_images - 1, 0), description="image",
+                                               continuous_update=continuous_update, style=style, layout=layout)
+        elif name == "order":
+            controls[name] = widgets.Dropdown(options=[(" ".join("BCSH"[i] for i in order), order)
+                                                       for order in JITTER_ORDERS],
+                                              value=(0, 1, 2, 3), description="jitter order", style=style,
+                                              layout=layout)
+        elif CONTROL_OWNERS[name].present(aug):
+            owner = CONTROL_OWNERS[name]
+            if owner.switch:
+                controls[name] = toggle(name)
+            else:
+                label, low, high, step = owner.slider(aug, name)
+                controls[name] = slider(label, low, high, owner.identity[name], step=step)
     return controls
 
 def training_marks(aug: AugmentationConfig) -> dict:
-    """name -> a small ipywidgets.HTML (class ``equimod-trained``), one per control of
-    augmentation_controls but the image: the range training drew it from, e.g. "trained: 0.60–1.40"
-    (views.training_range; the jitter order: all 24). The explorers show each next to its control."""
+    """Control name -> a small ipywidgets.HTML (class ``equimod-trained``): the range training drew it from.
+
+    One per control of ``augmentation_controls`` but the image, e.g. "trained: 0.60–1.40"
+    (``recipes.training_range``; the jitter order: all 24). The explorers show each next to its control.
+    """
     import ipywidgets as widgets
 
-    names = [name for column in CONTROL_COLUMNS for name in column if name != "image"]
-    names = [n for n in names if (n != "sigma" or aug.has_blur) and (n != "solarize" or aug.has_solarize)]
+    names = [n for n in CONTROL_NAMES if n == "order" or (n != "image" and CONTROL_OWNERS[n].present(aug))]
     marks = {}
     for name in names:
         marks[name] = widgets.HTML(_mark_html(aug, name, None), layout=widgets.Layout(width="110px"))
@@ -139,7 +145,8 @@ def check_control_value(control, name: str, value) -> None:
         if tuple(value) not in options:
             raise ValueError(f"{name} must be one of the 24 orders of (0, 1, 2, 3), got {value!r}")
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(value):
+    is_number = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+    if not is_number or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if not control.min <= value <= control.max:
         raise ValueError(f"{name} = {value} is outside the slider's range [{control.min}, {control.max}]")
@@ -174,8 +181,8 @@ class _Explorer:
         self._held = False
         reset = widgets.Button(description="reset to identity")
         reset.on_click(lambda _: self.reset())
-        columns = [widgets.VBox([widgets.HBox([self.controls[n], self.marks[n]]) if n in self.marks else self.controls[n]
-                                 for n in column if n in self.controls])
+        columns = [widgets.VBox([widgets.HBox([self.controls[n], self.marks[n]]) if n in self.marks
+                                 else self.controls[n] for n in column if n in self.controls])
                    for column in CONTROL_COLUMNS]
         columns[-1].children += (reset,)
         self.widget = widgets.VBox([widgets.HBox(columns), self.output, self.readout])
@@ -188,7 +195,7 @@ class _Explorer:
 
     # ---- reading and setting the controls ----------------------------------------------------
     def values(self) -> dict:
-        """name -> current value of every control."""
+        """Control name -> the current value of every control."""
         return {name: w.value for name, w in self.controls.items()}
 
     @property
@@ -201,7 +208,10 @@ class _Explorer:
                                   tuple(self.images.shape[-2:]))
 
     def outside(self) -> list[str]:
-        """The control values training never drew, e.g. ["hue +0.19 (trained ±0.10)"] (views.outside_training_range)."""
+        """The control values training never drew, e.g. ["hue +0.19 (trained ±0.10)"].
+
+        See ``recipes.outside_training_range``.
+        """
         return outside_training_range(self.values(), self.aug)
 
     @contextmanager
@@ -252,8 +262,10 @@ class _Explorer:
         return self.result
 
     def render(self) -> None:
-        """Draw the current result into ``self.output`` (stored as PNG bytes in ``self.png``) and
-        write its numbers into ``self.readout``."""
+        """Draw the current result into ``self.output`` and write its numbers into ``self.readout``.
+
+        The figure is stored as PNG bytes in ``self.png``.
+        """
         self.png = png_bytes(self.figure(self.result), self.dpi)
         self.readout.value = self.readout_html(self.result)
         values = self.values()
@@ -346,22 +358,21 @@ class _ModelView:
     cloud: Optional[np.ndarray] = None                # (R, 2) the reference views on the map
     cache: Optional[dict] = None                      # image index -> y_o, gallery and its map points
 
-def _model_view(name: str, entry) -> _ModelView:
-    """(model, predictor) or (model, predictor, space) -> a _ModelView (equivariance.scorer decides)."""
-    model, predictor, space = (tuple(entry) + ("y",))[:3] if isinstance(entry, (tuple, list)) else (entry, None, "y")
-    model.eval()
-    embed, predict = scorer(model, predictor, space)
-    if isinstance(predictor, PosthocPredictor):
-        label = f"{predictor.space} standardised, post-hoc predictor"
-    elif predictor is None:
-        label = "y, the model's own module"
-    else:
-        label = f"{space}, given predictor"
-    return _ModelView(name, embed, predict, label, model_device(model), cache={})
+def _model_view(name: str, panel) -> _ModelView:
+    """A Panel (or a bare model: its own module, in y) -> a _ModelView."""
+    if isinstance(panel, (tuple, list)):
+        raise TypeError(f"model {name!r}: give Panel(model, predictor, space) (equimod_edu.equivariance.Panel), "
+                        f"not a tuple")
+    panel = panel if isinstance(panel, Panel) else Panel(panel)
+    panel.model.eval()
+    embed, predict = panel.scorer()
+    return _ModelView(name, embed, predict, panel.label, model_device(panel.model), cache={})
 
 def _arrow_cosine(actual: torch.Tensor, predicted: torch.Tensor, y_o: torch.Tensor) -> float:
-    """cos(actual, predicted) of two displacements (D,) from y_o, or NaN when either has length ~0
-    (below 1e-6 |y_o|): an arrow of length 0 has no direction to compare."""
+    """cos(actual, predicted) of two displacements ``(D,)`` from y_o, or NaN when either has length ~0.
+
+    Length ~0 is below 1e-6 |y_o|: an arrow of length 0 has no direction to compare.
+    """
     floor = 1e-6 * max(float(y_o.norm()), 1e-12)
     if float(actual.norm()) <= floor or float(predicted.norm()) <= floor:
         return math.nan
@@ -386,14 +397,15 @@ def _mixed_spaces(models: dict) -> bool:
 class DisplacementExplorer(_Explorer):
     """The centrepiece: move an augmentation, watch the embedding move and each model predict it.
 
-    models: name -> (model, predictor) or (model, predictor, space). predictor None: the model's
-    own module (``model.predict``, in y); a :class:`equivariance.PosthocPredictor`: its own standardised
-    space (``predictor.embed``); any other callable (y_o, t) -> y_hat: in `space` (default "y").
+    models: name -> ``equivariance.Panel`` (model, predictor, space), or a bare model (its own
+    module, in y). predictor None: the model's own module (``model.predict``, in y); a
+    ``equivariance.PosthocPredictor``: its own standardised space (``predictor.embed``); any other
+    callable (y_o, t) -> y_hat: in `space` (default "y").
     Typical (notebook 5): the same post-hoc recipe on both models, so that those two panels ask the
     same question in the same space (standardised h), and EquiMod's own module as a third panel, in y:
-    ``{"SimCLR + post-hoc (h)": (simclr, fit_posthoc_predictor(simclr, images, aug)),
-    "EquiMod + post-hoc (h)": (equimod, fit_posthoc_predictor(equimod, images, aug)),
-    "EquiMod's own module (y)": (equimod, None)}``. When the models' spaces differ, the figure and the
+    ``{"SimCLR + post-hoc (h)": Panel(simclr, fit_posthoc_predictor(simclr, images, aug)),
+    "EquiMod + post-hoc (h)": Panel(equimod, fit_posthoc_predictor(equimod, images, aug)),
+    "EquiMod's own module (y)": Panel(equimod)}``. When the models' spaces differ, the figure and the
     readout say so: cosines, arrows and ranks compare only within one space.
 
     For the chosen image and the controls' augmentation t, per model:
@@ -418,7 +430,7 @@ class DisplacementExplorer(_Explorer):
                  gallery_size: int = 16, reference_views: int = 512, seed: int = 0, zoom: bool = True,
                  image: int = 0, continuous_update: bool = False):
         if not models:
-            raise ValueError("models must name at least one (model, predictor) pair")
+            raise ValueError("models must name at least one Panel(model, predictor, space)")
         if gallery_size < 1 or reference_views < 2:
             raise ValueError(f"need gallery_size >= 1 and reference_views >= 2, got {gallery_size}, {reference_views}")
         super().__init__(images, aug, image, continuous_update)
@@ -519,9 +531,12 @@ class DisplacementExplorer(_Explorer):
         return fig
 
     def readout_html(self, result: Optional[dict] = None) -> str:
-        """A table, one row per model: cos(y, y_hat), cos(y, y_o), gain, dir (the arrows' cosine; "–" when
-        an arrow has length 0), ranks, the space; above it the view and any value outside the training
-        range; under it a note when the spaces differ."""
+        """The readout: an HTML table, one row per model.
+
+        Columns: cos(y, y_hat), cos(y, y_o), gain, dir (the arrows' cosine; "–" when an arrow has
+        length 0), ranks, the space; above it the view and any value outside the training range;
+        under it a note when the spaces differ.
+        """
         r = result or self.result
         head = "".join(f"<th style='padding: 0 8px'>{h}</th>" for h in
                        ("model", "cos(y, y_hat)", "cos(y, y_o)", "gain", "dir", "rank (y_hat)", "rank (y_o)", "space"))
@@ -564,92 +579,3 @@ def _draw_displacement(ax, m: _ModelView, r: dict, zoom: bool, legend: bool) -> 
     ax.set_ylabel(f"PC2 ({m.map.explained[1]:.0%})", fontsize=7)
     if legend:
         ax.legend(fontsize=6, loc="best", framealpha=0.7)
-
-# ============================================================================================
-# Live training curves: a Trainer callback
-# ============================================================================================
-class LiveCurves:
-    """A training callback that draws the losses, the gain and the positive-pair top-1 while training runs
-    (d2l's ProgressBoard), each loss and top-1 with its chance line (log K and 1 / K for K candidates).
-
-        curves = LiveCurves()
-        trainer = Trainer(cfg, callbacks={"on_log": [curves], "on_train_end": [curves]})
-        trainer.run()      # in a notebook the curves appear under the cell and grow
-
-    ``curves(trainer, metrics)`` records ``metrics["step"]`` and each key of `keys` (NaN when a
-    record lacks it: no "equi" or "gain" for a baseline) in ``steps`` and ``history``. In a kernel
-    it redraws into ``widget`` (an ipywidgets.Output, displayed on the first redraw unless
-    ``auto_display=False``) at most every `min_interval_s` seconds, and always at "on_train_end";
-    elsewhere it only records.
-    """
-
-    def __init__(self, keys: Sequence[str] = ("loss", "inv", "equi", "gain", "inv_top1", "equi_top1"),
-                 min_interval_s: float = 0.5, auto_display: bool = True, dpi: int = 80):
-        self.keys = tuple(keys)
-        self.steps: list[float] = []
-        self.history: dict[str, list[float]] = {key: [] for key in self.keys}
-        self.chance: dict[str, float] = {}  # key -> its chance line, from the trainer's *_chance metrics
-        self.min_interval_s, self.auto_display, self.dpi = min_interval_s, auto_display, dpi
-        self.redraws = 0
-        self._output = None
-        self._displayed = False
-        self._last_redraw = -math.inf
-
-    @property
-    def widget(self):
-        """The ipywidgets.Output the curves are drawn into."""
-        if self._output is None:
-            import ipywidgets as widgets
-            self._output = widgets.Output()
-        return self._output
-
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
-        self._displayed = True
-
-    def __call__(self, trainer, metrics: dict) -> None:
-        if "stop_reason" in metrics:  # on_train_end: draw whatever the throttle held back
-            self.redraw()
-            return
-        self.steps.append(float(metrics.get("step", len(self.steps) + 1)))
-        for key in self.keys:
-            self.history[key].append(float(metrics[key]) if key in metrics else math.nan)
-        for part in ("inv", "equi"):  # log(K) for the loss, 1 / K for the positive-pair top-1
-            if f"{part}_chance" in metrics:
-                self.chance[part] = float(metrics[f"{part}_chance"])
-                self.chance[f"{part}_top1"] = math.exp(-self.chance[part])
-        if time.perf_counter() - self._last_redraw >= self.min_interval_s:
-            self.redraw()
-
-    def redraw(self) -> None:
-        """Draw the curves into the widget (in a kernel; a no-op elsewhere)."""
-        if not in_notebook():
-            return
-        if self.auto_display and not self._displayed:
-            self._ipython_display_()
-        show_png(self.widget, png_bytes(self.figure(), self.dpi))
-        self._last_redraw = time.perf_counter()
-        self.redraws += 1
-
-    def figure(self):
-        """One panel per key that has a finite value, the value against the step (a Figure)."""
-        from matplotlib.figure import Figure
-
-        keys = [k for k in self.keys if any(math.isfinite(v) for v in self.history[k])] or list(self.keys[:1])
-        columns = min(len(keys), 4)
-        rows = math.ceil(len(keys) / columns)
-        fig = Figure(figsize=(2.6 * columns, 2.4 * rows), layout="constrained")
-        for k, key in enumerate(keys):
-            ax = fig.add_subplot(rows, columns, k + 1, label=key)
-            ax.plot(self.steps, self.history[key], color=f"C{k}")
-            if key in self.chance:  # a loss on this line, or a top-1 on this one, has learned nothing
-                ax.axhline(self.chance[key], color="grey", linestyle="--", linewidth=0.8, label="chance")
-                ax.legend(fontsize=6, loc="best")
-            ax.set_title(key + {"gain": " = cos(y, y_hat) - cos(y, y_o)",
-                                "inv_top1": ": partner nearest", "equi_top1": ": own prediction nearest"}.get(key, ""),
-                         fontsize=8)
-            ax.set_xlabel("step", fontsize=7)
-            ax.tick_params(labelsize=7)
-            ax.grid(alpha=0.3)
-        return fig

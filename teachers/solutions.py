@@ -1,12 +1,13 @@
 """The teachers' solutions to the code exercises of the course, written from scratch in plain PyTorch.
 
 Not part of the package students import (``equimod_edu``): keep this folder out of what you hand
-out. Each function passes its check in ``equimod_edu.exercises``; tests/test_exercises.py runs
+out. Each function passes its check in ``equimod_edu.loss_exercises`` or
+``equimod_edu.displacement_exercise``; tests/test_loss_exercises.py and tests/test_displacement_exercise.py run
 them. ``equimod_edu/losses.py`` holds the library's versions (with negatives gathered across GPUs).
 
     import sys; sys.path.insert(0, "teachers")
     import solutions
-    from equimod_edu.exercises import check_nt_xent
+    from equimod_edu.loss_exercises import check_nt_xent
     check_nt_xent(solutions.nt_xent)
 """
 

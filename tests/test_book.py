@@ -1,6 +1,8 @@
-"""The static HTML course (`make book`, equimod_edu.book), end to end on notebook 01 (about 10 s), a
-notebook whose cell raises, and a bad --only. tests/test_notebooks.py renders every notebook in fast
-mode through the same functions."""
+"""The static HTML course (`make book`, equimod_edu.book).
+
+End to end on notebook 01 (about 10 s), a notebook whose cell raises, and a bad --only. tests/test_notebooks.py
+renders every notebook in fast mode through the same functions.
+"""
 
 import re
 import subprocess
@@ -83,8 +85,10 @@ def test_an_unknown_notebook_number_is_a_clear_error_before_any_kernel_starts(tm
 
 @pytest.mark.slow
 def test_a_kernel_that_dies_once_gets_a_fresh_one_and_one_that_always_dies_fails(tmp_path, kernel_of_this_python):
-    """execute_notebook retries a dead kernel once (an overloaded machine kills one now and then);
-    a notebook that kills every kernel still fails, with DeadKernelError."""
+    """execute_notebook retries a dead kernel once (an overloaded machine kills one now and then).
+
+    A notebook that kills every kernel still fails, with DeadKernelError.
+    """
     import nbclient
 
     from equimod_edu.book import execute_notebook
@@ -125,7 +129,8 @@ def test_the_quoting_rule_finds_prose_numbers_the_run_did_not_print():
                     ("md", "**Reading it:** the gain is +0.175 (0.17 rounded) at brightness 1.40; loss 3.434."),
                     ("md", "**Reading it** (full mode; fast mode prints its own): 0.812."),
                     ("md", "**Reading it** (both modes, full mode too): 0.555."),
-                    ("md", "From `data/results/live.json`: 0.623 ± 0.061; torch 2.14.1 and version 0.1.0 are no numbers."),
+                    ("md", "From `data/results/live.json`: 0.623 ± 0.061; "
+                           "torch 2.14.1 and version 0.1.0 are no numbers."),
                     ("md", "## References\n- Devillers & Lefort (2023), arXiv:2211.01244; https://arxiv.org/abs/2002.05709")])
     assert unprinted_numbers(nb, "fast") == [(1, "3.434"), (3, "0.555")]
     assert unprinted_numbers(nb, "full") == [(1, "3.434"), (2, "0.812"), (3, "0.555")]

@@ -29,8 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
-from conftest import free_port, write_kernel_of_this_python  # tests/conftest.py
+from helpers import free_port, write_kernel_of_this_python
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -202,8 +201,10 @@ def open_and_run_all(browser, url: str, token: str, notebook: str, shots: Path):
 
 
 def wait_for_idle_kernel(page, seconds: float) -> None:
-    """Wait until the status bar reads "<kernel> | Idle"; accept a "Select Kernel" dialog on the way
-    (a learner would take the notebook's own kernel, as it offers)."""
+    """Wait until the status bar reads "<kernel> | Idle".
+
+    Accept a "Select Kernel" dialog on the way (a learner would take the notebook's own kernel, as it offers).
+    """
     idle = page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"\| Idle$"))
     dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
     deadline = time.monotonic() + seconds
@@ -216,8 +217,10 @@ def wait_for_idle_kernel(page, seconds: float) -> None:
 
 
 def wait_for_identity(explorer) -> tuple[str, bytes]:
-    """The notebooks leave their explorer reset to identity: wait until the page shows that state
-    (no jitter, flip or grayscale in the view line) and the figure holds still; return both."""
+    """The notebooks leave their explorer reset to identity: wait until the page shows that state.
+
+    That is no jitter, flip or grayscale in the view line, and the figure holds still; return both.
+    """
     readout = explorer.locator(".equimod-readout .equimod-params")
     deadline = time.monotonic() + UPDATE_TIMEOUT_S
     previous = None
@@ -322,7 +325,8 @@ OWN = "EquiMod's own module (y)"
 
 def test_displacement_explorer_follows_the_hue_slider_in_jupyterlab(playwright_browser, tmp_path, shots):
     tic = time.perf_counter()
-    with explorer_in_jupyterlab(playwright_browser, tmp_path, "05_displacement_explorer.ipynb", shots) as (page, explorer):
+    with explorer_in_jupyterlab(playwright_browser, tmp_path, "05_displacement_explorer.ipynb",
+                                shots) as (page, explorer):
         before_text, before_png = wait_for_identity(explorer)
         before = table(before_text)
         assert set(before) == PANELS, before_text
@@ -369,7 +373,8 @@ def test_displacement_explorer_follows_the_hue_slider_in_jupyterlab(playwright_b
 
 def test_augmentation_sliders_change_the_shown_view_in_jupyterlab(playwright_browser, tmp_path, shots):
     tic = time.perf_counter()
-    with explorer_in_jupyterlab(playwright_browser, tmp_path, "01_augmentations_are_parameters.ipynb", shots) as (page, explorer):
+    with explorer_in_jupyterlab(playwright_browser, tmp_path, "01_augmentations_are_parameters.ipynb",
+                                shots) as (page, explorer):
         text, png = wait_for_identity(explorer)
         explorer.screenshot(path=shots / "0-identity.png")
 

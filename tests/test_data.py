@@ -1,10 +1,8 @@
-"""Tests for equimod_edu.data: the synthetic set, CIFAR-10 and image-folder loaders, ImageDataset.
+"""data.py: the cached synthetic splits, CIFAR-10 and image-folder loaders, load_dataset.
 
 Fast (small n, files written into tmp dirs); nothing is downloaded.
 """
 
-import colorsys
-import math
 import os
 import pickle
 import subprocess
@@ -16,82 +14,12 @@ import pytest
 import torch
 
 from equimod_edu import data
-from equimod_edu import synthetic as synthetic_module
-from equimod_edu.data import (
-    COLOUR_NAMES,
-    SHAPE_NAMES,
-    ImageDataset,
-    SyntheticSpec,
-    cifar10,
-    image_folder,
-    load_dataset,
-    make_synthetic,
-    synthetic,
-)
-
-FLOAT_COLUMNS = ("x", "y", "scale", "rotation", "hue", "saturation", "value")
-
-
-@pytest.fixture(scope="module")
-def small():
-    return make_synthetic(240, seed=0)
+from equimod_edu.data import cifar10, image_folder, load_dataset, synthetic
 
 
 # ------------------------------------------------------------------------------------------
-# synthetic: labels, balance, determinism, cache
+# synthetic splits: cache, data directory
 # ------------------------------------------------------------------------------------------
-def test_synthetic_images_and_label_columns(small):
-    assert small.images.shape == (240, 3, 32, 32) and small.images.dtype == torch.uint8
-    assert small.target == "shape"
-    assert small.classes["shape"] == SHAPE_NAMES and small.classes["colour"] == COLOUR_NAMES
-    assert len(set(SHAPE_NAMES)) >= 6 and len(set(COLOUR_NAMES)) == 12
-    for k in ("shape", "colour"):
-        assert small.labels[k].dtype == torch.int64 and small.labels[k].shape == (240,)
-    for k in FLOAT_COLUMNS:
-        assert small.labels[k].dtype == torch.float32 and small.labels[k].shape == (240,)
-
-
-def test_synthetic_label_ranges(small):
-    spec, lab = SyntheticSpec(), small.labels
-    for key, (lo, hi) in [("x", spec.position), ("y", spec.position), ("scale", spec.scale),
-                          ("rotation", spec.rotation), ("saturation", spec.obj_sat), ("value", spec.obj_val)]:
-        assert lo <= lab[key].min() and lab[key].max() <= hi, key
-    # the hue lies within hue_jitter degrees of its class centre (on the circle)
-    centre = lab["colour"] * 360.0 / spec.n_hues
-    diff = (lab["hue"] - centre + 180) % 360 - 180
-    assert diff.abs().max() <= spec.hue_jitter + 1e-4
-    assert 0 <= lab["hue"].min() and lab["hue"].max() < 360
-
-
-def test_synthetic_classes_balanced(small):
-    assert torch.bincount(small.labels["shape"], minlength=8).tolist() == [30] * 8
-    assert torch.bincount(small.labels["colour"], minlength=12).tolist() == [20] * 12
-    # shape and colour are drawn independently: not the same permutation
-    assert not torch.equal(small.labels["shape"], small.labels["colour"] % 8)
-
-
-def test_synthetic_deterministic(small):
-    again = make_synthetic(240, seed=0)
-    assert torch.equal(again.images, small.images)
-    assert all(torch.equal(again.labels[k], small.labels[k]) for k in small.labels)
-    other = make_synthetic(240, seed=1)
-    assert not torch.equal(other.images, small.images)
-    assert not torch.equal(other.labels["x"], small.labels["x"])
-
-
-def test_synthetic_many_chunks():
-    ds = make_synthetic(synthetic_module._CHUNK + 5, seed=2)  # crosses a render-chunk boundary
-    assert ds.images.shape == (synthetic_module._CHUNK + 5, 3, 32, 32)
-    assert ds.images[-5:].float().std() > 0  # the last chunk is drawn, not left empty
-
-
-def test_synthetic_other_size_and_spec():
-    ds = make_synthetic(16, size=48, seed=0, spec=SyntheticSpec(n_shapes=6, n_hues=10))
-    assert ds.images.shape == (16, 3, 48, 48)
-    assert ds.classes["shape"] == SHAPE_NAMES[:6] and len(ds.classes["colour"]) == 10
-    assert int(ds.labels["shape"].max()) < 6 and int(ds.labels["colour"].max()) < 10
-
-
 def test_synthetic_cache_round_trip(tmp_path):
     ds = synthetic("train", root=tmp_path, n_train=48, seed=5)
     files = list((tmp_path / "cache").glob("*.pt"))
@@ -133,65 +61,6 @@ def test_synthetic_train_and_test_differ(tmp_path):
     assert not torch.equal(train.images, test.images)
     assert not torch.equal(train.labels["x"], test.labels["x"])
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
-
-
-# ------------------------------------------------------------------------------------------
-# synthetic: the labels are what the image shows
-# ------------------------------------------------------------------------------------------
-def _plain(n, **kw):
-    """Objects fixed in place and size, on a black, untextured background."""
-    spec = SyntheticSpec(position=(0.5, 0.5), scale=(0.35, 0.35), rotation=(0.0, 0.0), outline=0.0,
-                         bg_sat=(0.0, 0.0), bg_val=(0.0, 0.0), texture=0.0, **kw)
-    return make_synthetic(n, seed=0, spec=spec)
-
-
-def test_shape_label_is_the_drawn_silhouette():
-    ds = _plain(64)
-    masks = (ds.images.float().amax(1) > 0).flatten(1).float()  # (N, H*W) object pixels
-    shapes = ds.labels["shape"]
-    # same shape -> same silhouette (whatever the colour); different shapes -> different ones
-    dist = torch.cdist(masks, masks)
-    same = shapes[:, None] == shapes[None, :]
-    assert dist[same].max() == 0
-    assert dist[~same].min() >= 3
-    # 1-nearest-neighbour on silhouettes recovers the shape label exactly
-    dist.fill_diagonal_(float("inf"))
-    assert torch.equal(shapes[dist.argmin(1)], shapes)
-
-
-def test_colour_label_is_the_drawn_hue():
-    ds = _plain(48)
-    for img, hue in zip(ds.images, ds.labels["hue"]):
-        i = img.sum(0).argmax()  # a fully covered object pixel (the background is black)
-        r, g, b = img.flatten(1)[:, i].float().div(255).tolist()
-        h = colorsys.rgb_to_hsv(r, g, b)[0] * 360
-        assert abs((h - float(hue) + 180) % 360 - 180) < 3  # 8-bit rounding only
-
-
-def test_object_position_and_scale_labels():
-    ds = make_synthetic(32, seed=0, spec=SyntheticSpec(
-        rotation=(0.0, 0.0), outline=0.0, bg_sat=(0.0, 0.0), bg_val=(0.0, 0.0), texture=0.0, n_shapes=1))
-    for img, x, y, s in zip(ds.images, ds.labels["x"], ds.labels["y"], ds.labels["scale"]):
-        m = img.amax(0) > 0  # circle pixels (black background, no outline)
-        ys, xs = m.nonzero().float().add(0.5).unbind(1)
-        assert abs(xs.mean() / 32 - x) < 0.02 and abs(ys.mean() / 32 - y) < 0.02
-        coverage = img.amax(0).float() / img.amax()  # anti-aliased: edge pixels partly covered
-        area = math.pi * (0.85 * float(s) * 32) ** 2  # circle of radius 0.85 * scale
-        assert abs(coverage.sum().item() - area) / area < 0.03
-
-
-def test_hsv_to_rgb_matches_colorsys():
-    h, s, v = torch.rand(50), torch.rand(50), torch.rand(50)
-    rgb = synthetic_module.hsv_to_rgb(h, s, v)
-    ref = torch.tensor([colorsys.hsv_to_rgb(*t) for t in zip(h.tolist(), s.tolist(), v.tolist())])
-    assert torch.allclose(rgb, ref, atol=1e-5)
-
-
-def test_polygon_sdf_square():
-    square = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
-    p = torch.tensor([[0.0, 0.0], [0.5, 0.0], [2.0, 0.0], [0.0, -3.0], [2.0, 2.0]])
-    d = synthetic_module.polygon_sdf(p, square)
-    assert torch.allclose(d, torch.tensor([-1.0, -0.5, 1.0, 2.0, math.sqrt(2)]), atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------
@@ -326,58 +195,8 @@ def test_image_folder_errors(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------
-# ImageDataset and load_dataset
+# load_dataset
 # ------------------------------------------------------------------------------------------
-def _ds(**kw):
-    args = dict(images=torch.zeros(4, 3, 8, 8, dtype=torch.uint8),
-                labels={"label": torch.tensor([0, 1, 2, 1]), "x": torch.zeros(4)},
-                classes={"label": ["a", "b", "c"]}, target="label")
-    args.update(kw)
-    return ImageDataset(**args)
-
-
-def test_image_dataset_methods():
-    ds = _ds()
-    assert len(ds) == 4 and "(4, 3, 8, 8) uint8" in repr(ds)
-    sub = ds.subset([1, 3])
-    assert len(sub) == 2 and sub.labels["label"].tolist() == [1, 1] and sub.classes == ds.classes
-    assert len(ds.subset(slice(0, 3))) == 3
-    assert len(ds.subset(ds.labels["label"] == 1)) == 2
-    assert ds.to("cpu").images.device.type == "cpu"
-    assert torch.equal(ds.targets, ds.labels["label"])
-
-
-@pytest.mark.parametrize("kw, match", [
-    (dict(images=np.zeros((4, 3, 8, 8), np.uint8)), "torch.Tensor"),
-    (dict(images=torch.zeros(4, 3, 8, 8)), "uint8"),
-    (dict(images=torch.zeros(4, 8, 8, dtype=torch.uint8)), r"\(N, 3, H, W\)"),
-    (dict(images=torch.zeros(4, 1, 8, 8, dtype=torch.uint8)), r"\(N, 3, H, W\)"),
-    (dict(labels={}), "non-empty"),
-    (dict(labels={"label": [0, 1, 2, 1]}), r"labels\['label'\] must be a torch.Tensor"),
-    (dict(labels={"label": torch.tensor([0, 1, 2, 1], dtype=torch.int32)}), "int64"),
-    (dict(labels={"label": torch.tensor([0, 1, 2])}), r"expected \(4,\)"),
-    (dict(labels={"label": torch.zeros(4, 1, dtype=torch.int64)}), r"expected \(4,\)"),
-    (dict(target="shape"), "target 'shape'"),
-    (dict(target="x"), "class column"),
-    (dict(classes={"colour": ["r"]}), r"classes\['colour'\]"),
-    (dict(classes={"label": ["a", "b", "c"], "x": ["?"]}), r"labels\['x'\] is not int64"),
-    (dict(classes={"label": ["a", "b"]}), r"\[0, 2\)"),
-    (dict(labels={"label": torch.tensor([0, -1, 2, 1])}), r"\[0, 3\)"),
-])
-def test_image_dataset_validation(kw, match):
-    with pytest.raises(ValueError, match=match):
-        _ds(**kw)
-
-
-@pytest.mark.parametrize("kw, match", [
-    (dict(n_shapes=0), "n_shapes"), (dict(n_shapes=9), "n_shapes"), (dict(n_hues=0), "n_hues"),
-    (dict(hue_jitter=15.0), "hue_jitter"), (dict(scale=(0.3, 0.2)), "scale"),
-])
-def test_synthetic_spec_validation(kw, match):
-    with pytest.raises(ValueError, match=match):
-        SyntheticSpec(**kw)
-
-
 def test_loader_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="split"):
         synthetic("val", root=tmp_path)
@@ -395,36 +214,3 @@ def test_load_dataset_synthetic(tmp_path):
     ds = load_dataset("synthetic", "test", tmp_path, n_test=8, seed=3)
     assert len(ds) == 8 and ds.target == "shape"
     assert torch.equal(ds.images, synthetic("test", tmp_path, n_test=8, seed=3).images)
-
-
-# ---------------------------------------------------------------- shared helpers of dataset.py and files.py
-def test_mix_seed_keeps_the_seeds_the_shipped_runs_were_trained_with():
-    from equimod_edu.dataset import mix_seed
-
-    assert mix_seed(3, 7) == 3 * 1_000_003 + 7  # (seed, epoch) and (seed, step + 1) of every shipped run
-    assert mix_seed(0, 1, 2) == 1_000_003 + 2 and 0 <= mix_seed(2**62, 2**62, 5) < 2**63
-    assert len({mix_seed(0, epoch) for epoch in range(1000)} | {mix_seed(1, 0)}) == 1001
-
-
-def test_atomic_write_leaves_the_old_file_and_no_temporary_on_failure(tmp_path):
-    from equimod_edu.files import atomic_write
-
-    target = tmp_path / "deep" / "file.bin"
-    atomic_write(target, lambda f: f.write(b"old"))
-
-    def broken(f):
-        f.write(b"half")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        atomic_write(target, broken)
-    assert target.read_bytes() == b"old" and sorted(p.name for p in target.parent.iterdir()) == ["file.bin"]
-
-
-def test_as_images_accepts_a_dataset_a_batch_or_one_image():
-    from equimod_edu.dataset import as_images
-
-    ds = make_synthetic(4, size=8, seed=0)
-    assert as_images(ds) is ds.images and as_images(ds.images[0]).shape == (1, 3, 8, 8)
-    with pytest.raises(ValueError, match="N, 3, H, W"):
-        as_images(torch.zeros(2, 8, 8, dtype=torch.uint8))

@@ -7,8 +7,10 @@ import torch
 from PIL import Image
 
 from equimod_edu.augment import AugmentationConfig, AugmentationParams, apply
+from equimod_edu.checkpoint import load_checkpoint
+from equimod_edu.config import TrainConfig
 from equimod_edu.loader import FolderCrops, views_from_crops
-from equimod_edu.train import TrainConfig, Trainer, load_checkpoint
+from equimod_edu.train import Trainer
 
 
 @pytest.fixture()

@@ -1,5 +1,6 @@
-"""The course: every notebook runs top to bottom in fast mode, is stored without outputs, and opens
-with its goals, its run time and a version check.
+"""The course: every notebook runs top to bottom in fast mode and is stored without outputs.
+
+Each opens with its goals, its run time and a version check.
 
 Notebooks are executed with nbclient in a temporary working folder (their training runs go there),
 with EQUIMOD_FAST=1, on a kernel that runs *this* Python (sys.executable): a kernel spec named
@@ -7,6 +8,7 @@ with EQUIMOD_FAST=1, on a kernel that runs *this* Python (sys.executable): a ker
 system "python3" kernel of another environment is never picked up.
 """
 
+import importlib
 import json
 import re
 import sys
@@ -22,7 +24,10 @@ nbclient = pytest.importorskip("nbclient")
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-TIMEOUT_S = 600  # per cell: a guard against a hung kernel (notebook 5 fits two predictors of ~2 min each on a busy CPU), not a speed target
+EXERCISE_MODULES = ("loss_exercises", "displacement_exercise", "predictions")   # the homes of the check_ functions
+# Per cell: a guard against a hung kernel (notebook 5 fits two predictors of ~2 min each on a busy CPU),
+# not a speed target.
+TIMEOUT_S = 600
 
 
 def read(path):
@@ -34,10 +39,11 @@ def code_cells(nb):
 
 
 # ---------------------------------------------------------------- the set of notebooks
-def test_the_course_is_seven_numbered_notebooks_in_order():
-    names = [p.name for p in NOTEBOOKS]
-    assert [n[:2] for n in names] == ["01", "02", "03", "04", "05", "06", "07"], names
-    assert names[4] == "05_displacement_explorer.ipynb"
+def test_the_course_is_numbered_notebooks_in_order_each_with_its_teachers_answers():
+    numbers = [p.name[:2] for p in NOTEBOOKS]
+    assert numbers == [f"{k:02d}" for k in range(1, len(NOTEBOOKS) + 1)], numbers
+    answers = {p.stem for p in (REPO / "teachers").glob("[0-9][0-9]_*.md")}
+    assert answers == {p.stem for p in NOTEBOOKS}, sorted(answers ^ {p.stem for p in NOTEBOOKS})
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -67,8 +73,10 @@ def test_opens_with_goals_run_time_and_the_setup_cell(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_ends_with_summary_references_and_exercises_answered_for_teachers(path):
-    """d2l's template: the last cells are a summary, references and exercises, whose answers live in
-    teachers/ (outside the package students import), which the exercises cell names."""
+    """d2l's template: the last cells are a summary, references and exercises.
+
+    The exercises' answers live in teachers/ (outside the package students import), which the exercises cell names.
+    """
     nb = read(path)
     headings = [cell.source.splitlines()[0] for cell in nb.cells if cell.cell_type == "markdown" and cell.source]
     assert headings[-3:] == ["## Summary", "## References", "## Exercises"], headings[-3:]
@@ -76,7 +84,7 @@ def test_ends_with_summary_references_and_exercises_answered_for_teachers(path):
     assert f"`{key}`" in nb.cells[-1].source, f"the exercises cell of {path.name} must name {key}"
     answers = (REPO / key).read_text()
     assert answers.startswith(f"# Notebook {int(path.name[:2])}, answers for teachers")
-    assert "equimod_edu.exercises import solutions" not in "\n".join(cell.source for cell in nb.cells)
+    assert "import solutions" not in "\n".join(cell.source for cell in nb.cells)
 
 
 def _run_setup_cell(source: str) -> dict:
@@ -108,8 +116,10 @@ def test_notebooks_call_the_library_and_leave_exercise_stubs(path):
     stubs = [cell.source for cell in code_cells(nb) if "raise NotImplementedError" in cell.source]
     if path.name[:2] in ("02", "03"):
         assert stubs and all("check_" in source for source in stubs)
-    if path.name[:2] in ("02", "03", "04", "05"):
-        assert "from equimod_edu.exercises import" in text
+    for name in set(re.findall(r"\b(check_\w+)\(", text)):   # each check is imported from the module defining it
+        home = next(m for m in EXERCISE_MODULES if hasattr(importlib.import_module(f"equimod_edu.{m}"), name))
+        assert re.search(rf"^from equimod_edu\.{home} import .*\b{name}\b", text, re.M), (
+            f"{path.name} calls {name}: import it from equimod_edu.{home}")
 
 
 # ---------------------------------------------------------------- running them
@@ -117,8 +127,10 @@ def test_notebooks_call_the_library_and_leave_exercise_stubs(path):
 @pytest.mark.timeout(3 * TIMEOUT_S)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_runs_top_to_bottom_in_fast_mode(path, tmp_path, monkeypatch, kernel_of_this_python):
-    """Executed and rendered as `make book` does (equimod_edu.book), so CI checks the book in fast mode
-    without running the notebooks twice."""
+    """Executed and rendered as `make book` does (equimod_edu.book).
+
+    So CI checks the book in fast mode without running the notebooks twice.
+    """
     from equimod_edu import book
 
     monkeypatch.setenv("EQUIMOD_FAST", "1")
@@ -188,22 +200,33 @@ STORY_METRICS = ("shape_acc", "colour_acc", "knn_acc", "equivariance_gain", "hue
 #: The lambda sweep's runs shared the machine with other work: its wall times are not shown.
 LAMBDA_METRICS = ("shape_acc", "colour_acc", "knn_acc", "equivariance_gain", "hue_sensitivity")
 
+#: The (variant, metric) cells of data/results/live.json that the claim table of notebook 6 and the README quotes.
+CLAIM_CELLS = (("random", "shape_acc"), ("simclr", "shape_acc"), ("supervised", "shape_acc"), ("equimod", "shape_acc"),
+               ("byol", "shape_acc"), ("byol-equimod", "shape_acc"), ("simclr-time", "shape_acc"),
+               ("byol-time", "shape_acc"), ("simclr", "colour_acc"), ("simclr-no-colour", "colour_acc"),
+               ("equimod", "colour_acc"), ("byol", "colour_acc"), ("byol-equimod", "colour_acc"),
+               ("equimod-mlp-cyclic", "colour_acc"), ("equimod", "hue_sensitivity"),
+               ("equimod-mlp-cyclic", "hue_sensitivity"))
+
 
 @pytest.mark.parametrize("name", ["live", "module_search", "lambda_sweep"])
 def test_notebook_6_and_the_readme_tell_the_numbers_of_the_shipped_results(name):
-    """The whole tables of data/results are in docs/research_log.md and the README exactly as
-    compare.table_markdown prints them; notebook 6 names data/results/live.json and holds the claim
+    """The whole tables of data/results are in docs/research_log.md and the README as printed.
+
+    Exactly as compare.table_markdown prints them; notebook 6 names data/results/live.json and holds the claim
     table (the same as the README's), each of whose numbers is read here from the files (live.json,
     and reference.json for the gain at twice the training), and every three-decimal number of its
     prose that cites a file (the cells the quoting rule leaves to this test) is one of the files' (or a
-    chance level, or a number the claim table is checked for): no stale number survives a new measurement."""
+    chance level, or a number the claim table is checked for): no stale number survives a new measurement.
+    """
     from equimod_edu.book import CITED_ELSEWHERE
     from equimod_edu.compare import table_markdown
 
     result = json.loads((REPO / "data" / "results" / f"{name}.json").read_text())
     expected = table_markdown(result["summary"], LAMBDA_METRICS if name == "lambda_sweep" else STORY_METRICS)
     readme = (REPO / "README.md").read_text()
-    for where, text in (("docs/research_log.md", (REPO / "docs" / "research_log.md").read_text()), ("README.md", readme)):
+    research_log = (REPO / "docs" / "research_log.md").read_text()
+    for where, text in (("docs/research_log.md", research_log), ("README.md", readme)):
         assert f"`data/results/{name}.json`" in text, where
         assert expected in text, f"{where}'s table for {name} differs from data/results/{name}.json; paste:\n{expected}"
     if name != "live":
@@ -238,29 +261,22 @@ def test_notebook_6_and_the_readme_tell_the_numbers_of_the_shipped_results(name)
         runs = file["runs"]
         return f"{runs['equimod']['0']['shape_acc'] - runs['simclr']['0']['shape_acc']:+.3f}"
 
-    expected_phrases = [f"random init {cell('random', 'shape_acc')}", f"SimCLR {cell('simclr', 'shape_acc')}",
-                        f"a supervised network {cell('supervised', 'shape_acc')}",
-                        f"object-colour probe: SimCLR {cell('simclr', 'colour_acc')}",
-                        f"without colour augmentation {cell('simclr-no-colour', 'colour_acc')}",
-                        f"{mean('simclr-no-colour') - mean('simclr'):.2f} lost",
-                        f"-> EquiMod {cell('equimod', 'shape_acc')}", f"BYOL {cell('byol', 'shape_acc')}",
-                        f"BYOL+EquiMod {cell('byol-equimod', 'shape_acc')}",
-                        f"reach {cell('simclr-time', 'shape_acc')} (SimCLR)", f"and {cell('byol-time', 'shape_acc')} (BYOL)",
-                        f"shape: {gain('simclr', 'equimod')} (SimCLR) and {gain('byol', 'byol-equimod')} (BYOL)",
-                        f"{seed_0_gain(result)} after 6 epochs and {seed_0_gain(reference)} after 12",
-                        f"object colour: EquiMod {cell('equimod', 'colour_acc')} against SimCLR's {cell('simclr', 'colour_acc')}",
-                        f"{(mean('equimod') - mean('simclr')) / (mean('simclr-no-colour') - mean('simclr')):.0%}".replace("%", " %")
-                        + " of the lost colour",
-                        f"BYOL+EquiMod {cell('byol-equimod', 'colour_acc')} against BYOL's {cell('byol', 'colour_acc')}",
-                        f"the module's hue-shift sensitivity {cell('equimod', 'hue_sensitivity')}",
-                        f"object colour {cell('equimod-mlp-cyclic', 'colour_acc')}, "
-                        f"hue-shift sensitivity {cell('equimod-mlp-cyclic', 'hue_sensitivity')}"]
-    for phrase in expected_phrases:
-        assert phrase in table, f"notebook 6's claim table lacks {phrase!r} (from data/results/)"
+    # what the claim table quotes, computed from data/results (the words around the numbers are free)
+    cells = {cell(variant, metric) for variant, metric in CLAIM_CELLS}
+    gains = {gain("simclr", "equimod"), gain("byol", "byol-equimod"), seed_0_gain(result), seed_0_gain(reference)}
+    lost = mean("simclr-no-colour") - mean("simclr")                      # object colour lost to invariance
+    kept = f"{(mean('equimod') - mean('simclr')) / lost:.0%}".replace("%", " %")   # the share EquiMod keeps
+    quoted = set(re.findall(r"\d\.\d{3} ± \d\.\d{3}", table))
+    assert quoted == cells, f"notebook 6's claim table: quoted, not measured {sorted(quoted - cells)}; " \
+                            f"measured, not quoted {sorted(cells - quoted)} (data/results/live.json)"
+    signed = set(re.findall(r"(?<![\w.])[+-]\d\.\d{3}(?!\d)", table))
+    assert signed == gains, f"notebook 6's claim table: shape gains {sorted(signed)}, measured {sorted(gains)}"
+    assert f"{lost:.2f}" in re.findall(r"(?<![\d.])\d\.\d\d(?!\d)", table), f"the colour lost, {lost:.2f}"
+    assert kept in re.findall(r"(?<![\d.])\d+ %", table), f"the share of the lost colour EquiMod keeps, {kept}"
     number = r"(?<![\d.])\d\.\d{3}(?!\d)"
     known = ({f"{s[k]:.3f}" for per in summary.values() for s in per.values() if s and s.get("mean") is not None
               for k in ("mean", "std")} | {"0.125", "0.083"}   # + the chance levels of shape and object colour
-             | set(re.findall(number, " ".join(expected_phrases)))
+             | {shape_gain.lstrip("+-") for shape_gain in gains}
              | {f"{v:.3f}" for values in efficiency["curves"].values() for v in values})
     cited = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown"
                       and any(label in cell.source for label in CITED_ELSEWHERE))

@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_config, tiny_dataset  # noqa: E402  (tests/conftest.py)
-from equimod_edu import cli, train as train_module
+from equimod_edu import cli, run_folder
+from equimod_edu import train as train_module
 from equimod_edu.checkpoint import CheckpointError, all_finite, load_checkpoint
 from equimod_edu.files import TEMP_PREFIX, RunFolderError, RunLock
-from equimod_edu.train import NonFiniteLossError, Trainer, TrainingError
+from equimod_edu.run_folder import NonFiniteLossError, TrainingError
+from equimod_edu.train import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_CLI = ["--preset", "cpu-live", "--train-subset", "64", "--batch-size", "16", "--epochs", "2",
@@ -43,7 +44,7 @@ def one_clear_line(err: str) -> str:
 
 
 # ---------------------------------------------------------------- the run folder protects itself
-def test_a_new_run_refuses_a_folder_holding_a_run_unless_told(tmp_path, capsys):
+def test_a_new_run_refuses_a_folder_holding_a_run_unless_told(tmp_path, capsys, tiny_config, tiny_dataset):
     Trainer(tiny_config(tmp_path, max_steps=2), dataset=tiny_dataset()).run()
     with pytest.raises(RunFolderError, match="--resume.*--overwrite"):
         Trainer(tiny_config(tmp_path, base="byol"), dataset=tiny_dataset())
@@ -56,7 +57,7 @@ def test_a_new_run_refuses_a_folder_holding_a_run_unless_told(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag,value", [("optimizer", "sgd"), ("train_subset", 32), ("z_dim", 8), ("lr", 0.1)])
-def test_resume_refuses_a_setting_that_changes_the_run(tmp_path, flag, value):
+def test_resume_refuses_a_setting_that_changes_the_run(tmp_path, flag, value, tiny_config, tiny_dataset):
     Trainer(tiny_config(tmp_path, max_steps=2), dataset=tiny_dataset()).run()
     config = (tmp_path / "run" / "config.json").read_text()
     with pytest.raises(ValueError, match=f"trained with {flag}="):
@@ -67,7 +68,7 @@ def test_resume_refuses_a_setting_that_changes_the_run(tmp_path, flag, value):
     assert resumed.step == 8
 
 
-def test_a_second_process_cannot_train_into_a_folder_in_use(tmp_path):
+def test_a_second_process_cannot_train_into_a_folder_in_use(tmp_path, tiny_config, tiny_dataset):
     folder = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from equimod_edu.files import RunLock\n"
                                f"with RunLock({str(folder)!r}):\n print('locked', flush=True); time.sleep(60)"],
@@ -84,7 +85,7 @@ def test_a_second_process_cannot_train_into_a_folder_in_use(tmp_path):
         pass
 
 
-def test_run_files_never_write_through_a_symbolic_link(tmp_path):
+def test_run_files_never_write_through_a_symbolic_link(tmp_path, tiny_config, tiny_dataset):
     Trainer(tiny_config(tmp_path, max_steps=2), dataset=tiny_dataset()).run()
     run, outside = tmp_path / "run", tmp_path / "precious.txt"
     outside.write_text("keep me")
@@ -96,7 +97,7 @@ def test_run_files_never_write_through_a_symbolic_link(tmp_path):
     assert not (run / "config.json").is_symlink() and not (run / "metrics.jsonl").is_symlink()
 
 
-def test_temporary_files_of_killed_writes_are_removed_at_the_next_start(tmp_path):
+def test_temporary_files_of_killed_writes_are_removed_at_the_next_start(tmp_path, tiny_config, tiny_dataset):
     Trainer(tiny_config(tmp_path, max_steps=2), dataset=tiny_dataset()).run()
     stale = tmp_path / "run" / f"{TEMP_PREFIX}checkpoint.pt.abc123"
     stale.write_bytes(b"x" * 1000)  # what a kill -9 during a write leaves
@@ -106,8 +107,10 @@ def test_temporary_files_of_killed_writes_are_removed_at_the_next_start(tmp_path
 
 @pytest.mark.slow
 def test_kill_9_at_random_moments_never_loses_the_run(tmp_path):
-    """Three kills at random times (checkpoints every step, so some land inside a write): every time
-    the checkpoint loads, the resumed run ends with each step logged once and no temporary file."""
+    """Three kills at random times (checkpoints every step, so some land inside a write).
+
+    Every time the checkpoint loads, the resumed run ends with each step logged once and no temporary file.
+    """
     from equimod_edu import data
     data.synthetic("train")  # built once here, not inside the killed processes
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -144,25 +147,26 @@ def test_weights_that_become_non_finite_are_never_saved(tmp_path, capsys):
         assert all_finite(state["model"].values())
 
 
-def test_a_non_finite_parameter_stops_before_the_save(tmp_path, monkeypatch):
+def test_a_non_finite_parameter_stops_before_the_save(tmp_path, monkeypatch, tiny_config, tiny_dataset):
     trainer = Trainer(tiny_config(tmp_path, checkpoint_every=100), dataset=tiny_dataset())
-    real = trainer.update
+    real = trainer.train_step
 
-    def breaks_after_the_last_loss(step, *args):
-        metrics = real(step, *args)
+    def breaks_after_the_last_loss(step, batch):
+        metrics = real(step, batch)
         if step == 7:  # the last update: its loss was finite, its weights are not
             with torch.no_grad():
                 next(trainer.model.parameters()).fill_(float("inf"))
         return metrics
 
-    monkeypatch.setattr(trainer, "update", breaks_after_the_last_loss)
+    monkeypatch.setattr(trainer, "train_step", breaks_after_the_last_loss)
     with pytest.raises(NonFiniteLossError, match="parameters became non-finite"):
         trainer.run()
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
 # ---------------------------------------------------------------- errors during training
-def test_an_error_during_training_saves_a_checkpoint_and_names_the_file(tmp_path, monkeypatch):
+def test_an_error_during_training_saves_a_checkpoint_and_names_the_file(tmp_path, monkeypatch,
+                                                                        tiny_config, tiny_dataset):
     log = train_module.MetricsLog.log
 
     def unwritable(self, t, metrics):
@@ -179,7 +183,7 @@ def test_an_error_during_training_saves_a_checkpoint_and_names_the_file(tmp_path
     assert load_checkpoint(tmp_path / "run")["step"] == 3
 
 
-def test_a_damaged_image_stops_training_with_its_name_and_a_checkpoint(tmp_path):
+def test_a_damaged_image_stops_training_with_its_name_and_a_checkpoint(tmp_path, tiny_config):
     from PIL import Image
 
     folder = tmp_path / "images" / "train"
@@ -196,9 +200,9 @@ def test_a_damaged_image_stops_training_with_its_name_and_a_checkpoint(tmp_path)
     assert f"step {step}:" in str(error.value) and step < 8
 
 
-def test_a_full_disk_says_so_and_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+def test_a_full_disk_says_so_and_keeps_the_old_checkpoint(tmp_path, monkeypatch, tiny_config, tiny_dataset):
     trainer = Trainer(tiny_config(tmp_path), dataset=tiny_dataset())
-    real = train_module.save_checkpoint
+    real = run_folder.save_checkpoint
     calls = {"n": 0}
 
     def disk_fills(path, state):
@@ -207,13 +211,13 @@ def test_a_full_disk_says_so_and_keeps_the_old_checkpoint(tmp_path, monkeypatch)
             raise OSError(errno.ENOSPC, "No space left on device")
         real(path, state)
 
-    monkeypatch.setattr(train_module, "save_checkpoint", disk_fills)
+    monkeypatch.setattr(run_folder, "save_checkpoint", disk_fills)
     with pytest.raises(TrainingError, match="the disk is full"):
         trainer.run()
     assert load_checkpoint(tmp_path / "run")["step"] == 2 and not list((tmp_path / "run").glob(f"{TEMP_PREFIX}*"))
 
 
-def test_a_really_full_file_system(tmp_path):
+def test_a_really_full_file_system(tmp_path, tiny_config, tiny_dataset):
     """A 3 MB tmpfs (where this machine lets us mount one): the checkpoint does not fit."""
     mount = tmp_path / "small"
     mount.mkdir()
@@ -230,7 +234,7 @@ def test_a_really_full_file_system(tmp_path):
 
 # ---------------------------------------------------------------- damaged files: one line naming them
 @pytest.mark.parametrize("damage", ["truncated", "random bytes", "empty", "a folder", "a pickled object"])
-def test_a_damaged_checkpoint_gets_one_line_naming_it(tmp_path, capsys, damage):
+def test_a_damaged_checkpoint_gets_one_line_naming_it(tmp_path, capsys, damage, tiny_config, tiny_dataset):
     Trainer(tiny_config(tmp_path, max_steps=2), dataset=tiny_dataset()).run()
     path = tmp_path / "run" / "checkpoint.pt"
     whole = path.read_bytes()
@@ -313,7 +317,7 @@ def test_evaluation_refuses_to_test_on_the_training_images(tmp_path):
         load_dataset(f"folder:{tmp_path / 'imgs'}", "test")
 
 
-def test_the_explorers_refuse_values_their_sliders_would_clamp(tmp_path):
+def test_the_explorers_refuse_values_their_sliders_would_clamp(tmp_path, tiny_dataset):
     pytest.importorskip("ipywidgets")
     import matplotlib
     matplotlib.use("Agg")
@@ -329,7 +333,7 @@ def test_the_explorers_refuse_values_their_sliders_would_clamp(tmp_path):
     assert math.isfinite(float(explorer.result["encoded"].sum()))
 
 
-def test_evaluation_creates_nothing_where_a_checkpoint_points_its_data_root(tmp_path):
+def test_evaluation_creates_nothing_where_a_checkpoint_points_its_data_root(tmp_path, tiny_config, tiny_dataset):
     from equimod_edu.report import evaluate_run
 
     nowhere = tmp_path / "elsewhere" / "data"

@@ -12,93 +12,26 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import free_port, leave_process_group, params_of
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import free_port, leave_process_group, tiny_config, tiny_dataset  # noqa: E402  (tests/conftest.py)
+from equimod_edu import objectives as objectives_module
 from equimod_edu import train as train_module
-from equimod_edu.optim import LARS, lars_param_groups, warmup_cosine
-from equimod_edu.train import NonFiniteLossError, TrainConfig, Trainer, load_checkpoint, load_model
+from equimod_edu.checkpoint import load_checkpoint, load_model
+from equimod_edu.config import TrainConfig
+from equimod_edu.run_folder import NonFiniteLossError
+from equimod_edu.train import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def params_of(model):
-    return torch.cat([p.detach().flatten() for p in model.state_dict().values() if p.dtype.is_floating_point])
-
-
-# ---------------------------------------------------------------- optimiser and schedule
-def test_lars_scales_weights_and_leaves_biases_and_norms_alone():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
-    groups = lars_param_groups(model, weight_decay=0.1)
-    assert [p.ndim for p in groups[0]["params"]] == [2]
-    assert sorted(p.ndim for p in groups[1]["params"]) == [1, 1, 1]
-    opt = LARS(groups, lr=2.0, momentum=0.9, trust_coefficient=1e-3)
-    model(torch.randn(8, 4)).pow(2).sum().backward()
-    w, b = model[0].weight, model[0].bias
-    w0, b0, gw, gb = w.detach().clone(), b.detach().clone(), w.grad.clone(), b.grad.clone()
-    opt.step()
-    update = gw + 0.1 * w0
-    trust = 1e-3 * w0.norm() / update.norm()
-    assert torch.allclose(w, w0 - 2.0 * trust * update, atol=1e-7)
-    assert torch.allclose(b, b0 - 2.0 * gb, atol=1e-7)  # no decay, no trust ratio
-
-
-def test_lars_matches_the_per_tensor_rule_over_steps_with_momentum():
-    """The foreach implementation against the rule written per tensor (You et al.; as the official code)."""
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
-    torch.nn.init.zeros_(model[2].weight)  # a zero-initialised layer: no trust scaling
-    reference = [p.detach().clone() for p in model.parameters()]
-    buffers = [torch.zeros_like(p) for p in reference]
-    opt = LARS(lars_param_groups(model, weight_decay=0.1), lr=0.5, momentum=0.9, trust_coefficient=1e-3)
-    for _ in range(3):
-        opt.zero_grad()
-        model(torch.randn(8, 4)).pow(2).sum().backward()
-        for k, p in enumerate(model.parameters()):
-            g = p.grad.clone()
-            if p.ndim > 1:
-                g = g + 0.1 * reference[k]
-                pn, gn = reference[k].norm(), g.norm()
-                g = g * (1e-3 * pn / gn if pn > 0 and gn > 0 else 1.0)
-            buffers[k] = 0.9 * buffers[k] + g
-            reference[k] = reference[k] - 0.5 * buffers[k]
-        opt.step()
-    assert all(torch.allclose(p, r, atol=1e-6) for p, r in zip(model.parameters(), reference))
-
-
-def test_warmup_then_cosine():
-    lrs = [warmup_cosine(s, 100, 10, 4.0) for s in range(100)]
-    assert lrs[0] == pytest.approx(0.4) and lrs[9] == pytest.approx(4.0)
-    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10]))  # linear rise, per step
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then decreasing
-    assert lrs[-1] < 0.01
-
-
-# ---------------------------------------------------------------- configuration
-def test_presets_hold_the_papers_hyperparameters():
-    c = TrainConfig.preset("cifar10-simclr")
-    assert (c.batch_size, c.epochs, c.warmup_epochs, c.lr, c.weight_decay, c.momentum) == (512, 800, 10, 4.0, 1e-6, 0.9)
-    assert (c.temperature_inv, c.temperature_equi, c.z_dim, c.y_dim, c.param_embed_dim) == (0.5, 0.2, 128, 128, 128)
-    assert c.backbone == "resnet18" and c.optimizer == "lars" and c.trust_coefficient == 1e-3
-    b = TrainConfig.preset("cifar10-byol")
-    assert (b.base, b.lr, b.z_dim, b.ema_base, b.augment) == ("byol", 2.0, 256, 0.996, "byol_cifar10")
-    assert b.model_config().z_dim == 256  # BYOL's projection: z_dim is its one setting
-    legacy = TrainConfig.from_dict({**b.to_dict(), "z_dim": 128, "byol_z_dim": 256})  # an earlier release's file
-    assert legacy.z_dim == 256
-    i, j = TrainConfig.preset("imagenet-simclr"), TrainConfig.preset("imagenet-byol")
-    assert (i.temperature_inv, j.weight_decay) == (0.2, 1.5e-6)  # the official ImageNet runs
-    assert TrainConfig.preset("imagenet-simclr").lr == 2.4 and TrainConfig.preset("imagenet-byol").lr == 4.8
-    with pytest.raises(ValueError, match="unknown preset"):
-        TrainConfig.preset("mnist")
-
-
+# ---------------------------------------------------------------- a bad configuration stops the Trainer at once
 @pytest.mark.parametrize("field,value", [
     ("lr", -1.0), ("batch_size", 0), ("epochs", 0), ("warmup_epochs", 5), ("optimizer", "adam"),
     ("precision", "fp8"), ("dataset", "mnist"), ("temperature_equi", 0.0), ("lam", -1.0),
     ("device", "tpu"), ("max_steps", 0), ("train_subset", -3), ("param_groups", ("crop", "colour")),
 ])
-def test_invalid_config_is_rejected_before_any_work(tmp_path, monkeypatch, field, value):
+def test_invalid_config_is_rejected_before_any_work(tmp_path, monkeypatch, field, value, tiny_config):
     def no_data(*args, **kwargs):
         raise AssertionError("the dataset was loaded before the config was checked")
 
@@ -109,27 +42,14 @@ def test_invalid_config_is_rejected_before_any_work(tmp_path, monkeypatch, field
     assert not (tmp_path / "run").exists()
 
 
-def test_bad_augmentation_and_model_fields_are_named(tmp_path):
-    with pytest.raises(ValueError, match="hue"):
-        tiny_config(tmp_path, augment_overrides={"hue": 0.9}).validate()
-    with pytest.raises(ValueError, match="backbone"):
-        tiny_config(tmp_path, backbone="vgg").validate()
-    with pytest.raises(ValueError, match="batch_size"):
-        Trainer(tiny_config(tmp_path, batch_size=128), dataset=tiny_dataset(64))
-
-
-def test_param_groups_become_the_models_mask(tmp_path):
-    cfg = tiny_config(tmp_path, param_groups=("crop", "flip"))
-    mask = cfg.model_config().param_mask
-    assert mask == (True,) * 5 + (False,) * 10
-
-
 # ---------------------------------------------------------------- a run
 @pytest.mark.parametrize("base,equimod", [("simclr", True), ("simclr", False), ("byol", True)])
-def test_a_short_run_writes_config_environment_metrics_and_a_checkpoint(tmp_path, base, equimod):
+def test_a_short_run_writes_config_environment_metrics_and_a_checkpoint(tmp_path, base, equimod,
+                                                                        tiny_config, tiny_dataset):
     cfg = tiny_config(tmp_path, base=base, equimod=equimod)
     seen = []
-    trainer = Trainer(cfg, dataset=tiny_dataset(), callbacks={"on_log": [lambda t, m: seen.append(m["step"])]})
+    trainer = Trainer(cfg, dataset=tiny_dataset())
+    trainer.add_callback("on_log", lambda t, m: seen.append(m["step"]))
     epochs = trainer.run()
     run = Path(cfg.out_dir)
     assert [e["epoch"] for e in epochs] == [1, 2]
@@ -150,8 +70,8 @@ def test_a_short_run_writes_config_environment_metrics_and_a_checkpoint(tmp_path
         assert not torch.equal(model.target_projector.layers[0].weight, model.projector.layers[0].weight)
 
 
-def test_the_loss_falls_on_a_learnable_problem(tmp_path):
-    from equimod_edu.data import make_synthetic
+def test_the_loss_falls_on_a_learnable_problem(tmp_path, tiny_config):
+    from equimod_edu.synthetic import make_synthetic
     cfg = tiny_config(tmp_path, epochs=10, warmup_epochs=1, log_every=4, optimizer="adamw", lr=3e-3)
     trainer = Trainer(cfg, dataset=make_synthetic(64, size=16, seed=0))  # crops of noise share nothing
     epochs = trainer.run()
@@ -159,7 +79,7 @@ def test_the_loss_falls_on_a_learnable_problem(tmp_path):
     assert epochs[-1]["equi"] < epochs[0]["equi"]
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_config, tiny_dataset):
     data = tiny_dataset()
     straight = Trainer(tiny_config(tmp_path / "a"), dataset=data)
     straight.run()
@@ -175,9 +95,11 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
         Trainer(tiny_config(tmp_path / "b", seed=1), dataset=data, resume=True)
 
 
-def test_metrics_hold_each_step_once_after_a_resume(tmp_path):
-    """A run that logged past its last checkpoint (a kill) and resumes replays those steps: the log
-    keeps only the checkpoint's steps and then holds every step exactly once, as an uninterrupted run."""
+def test_metrics_hold_each_step_once_after_a_resume(tmp_path, tiny_config, tiny_dataset):
+    """A run that logged past its last checkpoint (a kill) and resumes replays those steps.
+
+    The log keeps only the checkpoint's steps and then holds every step exactly once, as an uninterrupted run.
+    """
     data = tiny_dataset()
     first = Trainer(tiny_config(tmp_path, log_every=1, checkpoint_every=4, max_steps=4), dataset=data)
     first.run()
@@ -189,10 +111,16 @@ def test_metrics_hold_each_step_once_after_a_resume(tmp_path):
     assert steps == list(range(1, 9))
 
 
-def test_the_default_callbacks_are_the_log_and_the_bar_and_user_callbacks_see_every_event(tmp_path):
+def test_the_default_callbacks_are_the_log_and_the_bar_and_user_callbacks_see_every_event(tmp_path,
+                                                                                          tiny_config, tiny_dataset):
     seen = []
-    callbacks = {event: [lambda t, m, e=event: seen.append(e)] for event in train_module.EVENTS}
-    trainer = Trainer(tiny_config(tmp_path, progress=True), dataset=tiny_dataset(), callbacks=callbacks)
+
+    class EveryEvent:  # the one callback shape: attach(trainer) registers fn(trainer, metrics) per event
+        def attach(self, trainer):
+            for event in train_module.EVENTS:
+                trainer.add_callback(event, lambda t, m, e=event: seen.append(e))
+
+    trainer = Trainer(tiny_config(tmp_path, progress=True), dataset=tiny_dataset(), callbacks=[EveryEvent()])
     owners = {type(getattr(fn, "__self__", None)).__name__ for fns in trainer.callbacks.values() for fn in fns}
     assert {"MetricsLog", "ProgressBar"} <= owners
     trainer.run()
@@ -202,7 +130,7 @@ def test_the_default_callbacks_are_the_log_and_the_bar_and_user_callbacks_see_ev
         trainer.add_callback("on_batch", lambda t, m: None)
 
 
-def test_both_data_paths_give_views_and_the_same_seeds_give_the_same_views(tmp_path):
+def test_both_data_paths_give_views_and_the_same_seeds_give_the_same_views(tmp_path, tiny_config, tiny_dataset):
     trainer = Trainer(tiny_config(tmp_path), dataset=tiny_dataset())
     views = trainer.next_batch(3)
     assert views.x_1.shape == (16, 3, 16, 16) and len(views.params_1) == 16
@@ -211,27 +139,8 @@ def test_both_data_paths_give_views_and_the_same_seeds_give_the_same_views(tmp_p
     assert not torch.equal(trainer.next_batch(4).x_1, views.x_1)
 
 
-def test_a_checkpoint_describes_its_model_and_build_model_rebuilds_it(tmp_path):
-    from equimod_edu.checkpoint import augmentation_of, build_model, model_config_of
-
-    cfg = tiny_config(tmp_path, base="byol", param_groups=("crop", "hue"), max_steps=2)
-    trainer = Trainer(cfg, dataset=tiny_dataset())
-    trainer.run()
-    state = load_checkpoint(cfg.out_dir)
-    assert model_config_of(state) == cfg.model_config() and augmentation_of(state) == cfg.augmentation()
-    model = build_model(state)
-    assert torch.equal(params_of(model), params_of(trainer.model)) and not model.training
-    legacy = {k: v for k, v in state.items() if k not in ("model_config", "augmentation")}  # older files
-    assert torch.equal(params_of(build_model(legacy)), params_of(model))
-    online_only = {**state, "model": {k: v for k, v in state["model"].items() if not k.startswith("target_")}}
-    with pytest.raises(ValueError, match="target_"):
-        build_model(online_only)
-    rebuilt = build_model(online_only, missing_ok=("target_",))  # the shipped BYOL files leave the target out
-    assert torch.equal(rebuilt.target_projector.layers[0].weight, rebuilt.projector.layers[0].weight)
-
-
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real = train_module.equimod_loss
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, tiny_config, tiny_dataset):
+    real = objectives_module.equimod_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -241,7 +150,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
             losses["loss"] = losses["loss"] * float("nan")
         return losses
 
-    monkeypatch.setattr(train_module, "equimod_loss", poisoned)
+    monkeypatch.setattr(objectives_module, "equimod_loss", poisoned)
     cfg = tiny_config(tmp_path, log_every=1, checkpoint_every=2)
     trainer = Trainer(cfg, dataset=tiny_dataset())
     with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
@@ -252,7 +161,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
 
 
 # ---------------------------------------------------------------- interruption (real processes)
-CLI_ARGS = ["--preset", "cpu-demo", "--train-subset", "64", "--batch-size", "16", "--epochs", "50",
+CLI_ARGS = ["--preset", "cpu-live", "--train-subset", "64", "--batch-size", "16", "--epochs", "50",
             "--augment-overrides", "size=16", "--proj-hidden", "32", "--no-progress"]
 
 
@@ -315,28 +224,12 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_resume_matches(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a), f"resumed run (killed at step {killed_at}) differs"
 
 
-def test_cli_reports_a_missing_dataset_clearly(tmp_path):
-    env = {**os.environ, "EQUIMOD_DATA": str(tmp_path / "empty"), "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "equimod_edu.cli", "train", "--dataset", "cifar10",
-                           "--out", str(tmp_path / "run"), "--no-progress"],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
-    assert "cifar-10-batches-py" in done.stderr and "Traceback" not in done.stderr
-
-
-def test_cli_rejects_a_bad_value_naming_the_field(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "equimod_edu.cli", "train", "--lr", "-2",
-                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert done.returncode == 2 and "TrainConfig.lr" in done.stderr
-
-
 # ---------------------------------------------------------------- several processes (gloo)
 def _one_step(trainer: Trainer) -> tuple[float, torch.Tensor]:
     """One training step with BatchNorm on fixed statistics (see test docstring)."""
     trainer.model.eval()
     images = trainer.data.images[trainer.batch_indices(0)[0]]
-    metrics = trainer.training_step(0, trainer.make_views(images, 0))
+    metrics = trainer.train_step(0, trainer.make_batch(images, 0))
     return float(metrics["loss"]), params_of(trainer.model)
 
 
@@ -353,7 +246,7 @@ def _ddp_worker(rank, world, port, cfg_dict, data, results):
 
 
 @pytest.mark.parametrize("base", ["simclr", "byol"])
-def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, base):
+def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, base, tiny_config, tiny_dataset):
     """2 gloo processes x 8 images == 1 process x 16 images: same loss, same updated parameters.
 
     BatchNorm couples the images of one process, and SyncBatchNorm needs CUDA, so here BatchNorm
@@ -403,9 +296,12 @@ def _workers_of(launcher_pid: int) -> dict[int, int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
 def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_the_run_resumes_exactly(tmp_path):
-    """Two gloo processes; SIGTERM reaches rank 1 only. The ranks agree at each log line, so both stop
+    """Two gloo processes; SIGTERM reaches rank 1 only.
+
+    The ranks agree at each log line, so both stop
     after the same step (else one would wait in DDP forever), rank 0 writes the checkpoint, and the
-    resumed run ends with the parameters of an uninterrupted one."""
+    resumed run ends with the parameters of an uninterrupted one.
+    """
     env = {**_cli_env(), "OMP_NUM_THREADS": "1"}
     args = [*CLI_ARGS, "--dataset", "synthetic", "--log-every", "2", "--checkpoint-every", "1000", "--max-steps", "400"]
 
@@ -439,10 +335,13 @@ def test_sigterm_to_one_rank_stops_both_at_the_same_step_and_the_run_resumes_exa
 
 # ---------------------------------------------------------------- no host synchronisation in a step
 class HostSyncs(TorchDispatchMode):
-    """Records every op of a block that would block the host on CUDA: reading a value (`.item()`,
+    """Records every op of a block that would block the host on CUDA.
+
+    Reading a value (`.item()`,
     `float()`, `bool()`: aten._local_scalar_dense), data-dependent shapes (nonzero, masked_select,
     boolean-mask indexing), and tensors made from host data inside the block (aten.lift_fresh:
-    torch.tensor(...) of Python values, a host-to-device copy on CUDA)."""
+    torch.tensor(...) of Python values, a host-to-device copy on CUDA).
+    """
 
     SYNCING = {"_local_scalar_dense", "nonzero", "masked_select", "lift_fresh", "lift_fresh_copy", "is_nonzero"}
 
@@ -461,21 +360,26 @@ class HostSyncs(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("base", ["simclr", "byol"])
-def test_a_training_step_on_the_cuda_path_makes_no_host_synchronisation(tmp_path, monkeypatch, base):
-    """The batch gather, augmentation (its CUDA branch forced: every op on every image, selected with
-    torch.where), forward, loss, backward, LARS and the BYOL EMA, under bf16 autocast and channels_last.
+def test_a_training_step_on_the_cuda_path_makes_no_host_synchronisation(tmp_path, monkeypatch, base,
+                                                                        tiny_config, tiny_dataset):
+    """A training step on the CUDA path, run on the CPU, calls nothing that would sync the host.
+
+    The batch gather, augmentation (its CUDA path forced, augment_cuda.CudaAugment: every op on every
+    image, selected with torch.where), forward, loss, backward, LARS and the BYOL EMA, under bf16 autocast
+    and channels_last.
     Copies of existing host tensors cannot be seen on a CPU (they are no-ops there): the normalisation
     and encoding statistics and the epoch's order are made once per device for that reason, and
-    benchmarks/gpu_check.sh counts every sync with torch.cuda.set_sync_debug_mode on a GPU."""
-    from equimod_edu import augment
+    benchmarks/gpu_check.sh counts every sync with torch.cuda.set_sync_debug_mode on a GPU.
+    """
+    from equimod_edu.augment_cuda import CudaAugment
 
-    monkeypatch.setattr(augment, "_compute_all", lambda images: True)
     cfg = tiny_config(tmp_path, base=base, precision="bf16", optimizer="lars", channels_last=True,
                       augment_overrides={"size": 16, "blur_p": 0.5, "solarize_p": 0.3, "original_crop": 0.875})
     trainer = Trainer(cfg, dataset=tiny_dataset())
+    trainer.augmenter = CudaAugment(trainer.aug, "cpu")  # what augmenter_for gives on a CUDA device
     trainer.model.train()
-    trainer.training_step(0, trainer.next_batch(0))  # warm-up: per-device caches, the epoch's order
+    trainer.train_step(0, trainer.next_batch(0))  # warm-up: per-device caches, the epoch's order
     with HostSyncs() as syncs:
-        metrics = trainer.training_step(1, trainer.next_batch(1))
+        metrics = trainer.train_step(1, trainer.next_batch(1))
     assert syncs.ops == [], f"host synchronisations in one step: {syncs.ops}"
     assert math.isfinite(float(metrics["loss"]))
