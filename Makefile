@@ -52,7 +52,7 @@ lab: setup
 # The course as static HTML with its outputs (book/index.html); the notebooks run in a scratch folder and
 # stay without outputs. FULL=1: full mode. ONLY=01,03: some notebooks.
 book: setup
-	$(PY) -m equimod_edu.book $(if $(filter 1 yes true,$(FULL)),--full) $(if $(ONLY),--only $(ONLY))
+	$(PY) -m equimod_edu.book $(if $(filter 1 yes true on,$(FULL)),--full) $(if $(ONLY),--only $(ONLY))
 
 bench: setup
 	$(PY) benchmarks/augment.py

@@ -30,8 +30,9 @@ def main():
     aug = cfg.augmentation()
     test = synthetic("test")
     posthoc = equivariance.fit_posthoc_predictor(simclr, synthetic("train").images[:512], aug, epochs=3)
-    displacement = widgets.DisplacementExplorer({"SimCLR": (simclr, posthoc), "EquiMod": (equimod, None)},
-                                                test.images[:16], aug, reference_images=test.images[16:80])
+    displacement = widgets.DisplacementExplorer(
+        {"SimCLR": equivariance.Panel(simclr, posthoc), "EquiMod": equivariance.Panel(equimod)},
+        test.images[:16], aug, reference_images=test.images[16:80])
     augmentation = widgets.AugmentationExplorer(test.images[:16], aug)
     displacement.update(), augmentation.update()  # first draw warms matplotlib up
     for name, explorer in (("AugmentationExplorer", augmentation), ("DisplacementExplorer", displacement)):

@@ -13,7 +13,9 @@ embedded as PNG; the widgets' state is embedded too, and renders where the page 
 widget manager), and written to book/NN_name.html. book/index.html lists them: title, learning
 goals, the mode, the date, the package version, each notebook's seconds.
 
-A failing cell stops the build with one line naming the notebook and the cell, exit status 1.
+A failing cell stops the build with one line naming the notebook and the cell, exit status 1. Every
+notebook is read first: one that is not JSON (a merge conflict) or not a notebook stops the build
+before any kernel starts, with one line naming the file, exit status 2.
 
 **The quoting rule.** A number the prose quotes comes from the run at hand, or says where it comes from.
 `unprinted_numbers` reads an executed notebook and lists every decimal number (two or more digits after
@@ -41,8 +43,8 @@ from pathlib import Path
 from . import __version__
 from .files import atomic_write, os_error_reason
 
-__all__ = ["write_kernel_of_this_python", "execute_notebook", "unprinted_numbers", "to_html", "BookError", "CellError",
-           "select", "build", "main"]
+__all__ = ["write_kernel_of_this_python", "read_notebook", "execute_notebook", "unprinted_numbers", "to_html",
+           "BookError", "CellError", "select", "build", "main"]
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -58,11 +60,16 @@ CITED_ELSEWHERE = ("`data/", "the paper", "Table 1")
 
 
 class BookError(RuntimeError):
-    """The build stopped: str(error) is one line saying which notebook and why; .details the full text."""
+    """The build stopped: str(error) is one line saying which notebook and why; .details the full text.
 
-    def __init__(self, line: str, details: str = ""):
+    .exit_code: 1 (a cell failed, the kernel hung or died, a page could not be written), 2 (a notebook
+    file that cannot be read: not JSON, not a notebook).
+    """
+
+    def __init__(self, line: str, details: str = "", exit_code: int = 1):
         super().__init__(line)
         self.details = details or line
+        self.exit_code = exit_code
 
 
 class CellError(BookError):
@@ -108,6 +115,32 @@ def _describe_failure(nb, name: str, error) -> str:
     return f"{name}: {where} raised {what}"
 
 
+def read_notebook(path):
+    """The notebook at `path` (a NotebookNode, format 4), checked against the notebook schema.
+
+    A file that is not JSON (a merge conflict left in it, say) or not a notebook raises BookError
+    (exit code 2), one line naming the file and how to restore it.
+    """
+    import nbformat
+
+    path = Path(path)
+    restore = f"restore it with `git checkout -- {path}`"
+    try:
+        notebook = nbformat.read(path, as_version=4)
+        nbformat.validate(notebook)
+        return notebook
+    except OSError as error:
+        raise BookError(f"cannot read {path}: {os_error_reason(error, path)}", exit_code=2) from error
+    except Exception as error:  # NotJSONError, ValidationError, or whatever a wrong structure makes nbformat raise
+        text = path.read_text(errors="replace")
+        if any(line.startswith(("<<<<<<< ", ">>>>>>> ")) for line in text.splitlines()):
+            why = f"a merge conflict is left in it (<<<<<<< lines): resolve it, or {restore}"
+        else:
+            detail = " ".join(str(error).split())[:120]
+            why = f"not a notebook ({type(error).__name__}: {detail}): {restore}"
+        raise BookError(f"{path}: {why}", str(error), exit_code=2) from error
+
+
 def execute_notebook(notebook, workdir, *, kernel_name: str = "python3", timeout: int = TIMEOUT_S["fast"],
                      env: dict | None = None, attempts: int = 2, name: str | None = None, log=print):
     """Execute a notebook top to bottom and return the executed copy (a NotebookNode with its outputs).
@@ -121,11 +154,10 @@ def execute_notebook(notebook, workdir, *, kernel_name: str = "python3", timeout
     kernel, up to `attempts` in all; then CellTimeoutError or DeadKernelError.
     """
     import nbclient
-    import nbformat
 
     if isinstance(notebook, (str, os.PathLike)):
         name = name or Path(notebook).name
-        notebook = nbformat.read(notebook, as_version=4)
+        notebook = read_notebook(notebook)
     name = name or "notebook"
     kernel_env = {**os.environ, **env} if env else None
     for attempt in range(1, attempts + 1):
@@ -288,12 +320,19 @@ def select(folder: Path, only: str | None) -> list[Path]:
 
 
 def build(paths: list[Path], out: Path, *, full: bool = False, timeout: int | None = None, log=print) -> Path:
-    """Execute and render each notebook, write out/NN_name.html and out/index.html; return the index path."""
+    """Execute and render each notebook, write out/NN_name.html and out/index.html; return the index path.
+
+    Every notebook is read first: one that cannot be read stops the build before any kernel starts.
+    timeout: seconds a cell may take (None: TIMEOUT_S of the mode; 0 or less raises ValueError).
+    """
     import nbformat
 
     mode = "full" if full else "fast"
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
     timeout = timeout or TIMEOUT_S[mode]
     out = Path(out)
+    sources = [read_notebook(path) for path in paths]
     entries = []
     tic_all = time.perf_counter()
     jupyter_path = os.environ.get("JUPYTER_PATH")
@@ -302,9 +341,8 @@ def build(paths: list[Path], out: Path, *, full: bool = False, timeout: int | No
         kernel = write_kernel_of_this_python(scratch)
         os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(scratch / "jupyter"), jupyter_path]))
         try:
-            for k, path in enumerate(paths, start=1):
+            for k, (path, source) in enumerate(zip(paths, sources), start=1):
                 tic = time.perf_counter()
-                source = nbformat.read(path, as_version=4)
                 executed = _execute(path, source, scratch, kernel, timeout, mode, log)
                 for index, number in unprinted_numbers(executed, mode):
                     log(f"{path.name}: cell {index} quotes {number}, which this {mode}-mode run did not print")
@@ -334,7 +372,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=None, help="notebook numbers to build, e.g. 01,03 (default: all)")
     parser.add_argument("--out", default=None, help="output folder (default: book/ next to the notebooks folder)")
     parser.add_argument("--notebooks", default=str(NOTEBOOKS), help="the notebooks folder (default: %(default)s)")
-    parser.add_argument("--timeout", type=int, default=None,
+    parser.add_argument("--timeout", type=_positive_seconds, default=None,
                         help=f"seconds a cell may take (default {TIMEOUT_S['fast']} fast, {TIMEOUT_S['full']} full)")
     args = parser.parse_args(argv)
     folder = Path(args.notebooks)
@@ -348,8 +386,19 @@ def main(argv=None) -> int:
         build(paths, out, full=args.full, timeout=args.timeout, log=lambda line: print(line, flush=True))
     except BookError as error:
         print(f"book: error: {error}", file=sys.stderr)
-        return 1
+        return error.exit_code
     return 0
+
+
+def _positive_seconds(text: str) -> int:
+    """--timeout: a whole number of seconds, at least 1 (0 or less would switch the hang guard off)."""
+    try:
+        seconds = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of seconds, got {text!r}") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"a cell needs at least 1 s (the guard against a hung kernel), got {text}")
+    return seconds
 
 
 if __name__ == "__main__":

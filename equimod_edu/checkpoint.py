@@ -37,7 +37,14 @@ def save_checkpoint(path, state: dict) -> None:
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file is missing, damaged, or not an equimod_edu checkpoint (the message says which)."""
+    """A checkpoint file is missing, damaged, or not an equimod_edu checkpoint (the message says which).
+
+    .reason: what is wrong with the file, without the advice (e.g. "truncated or damaged").
+    """
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -54,6 +61,9 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+    if not path.is_file():  # a FIFO would make torch.load wait forever, a device such as /dev/zero read forever
+        raise CheckpointError(f"{path} is not a plain file (a FIFO, a device or a socket), not a checkpoint: "
+                              f"move it away and restore the checkpoint from a copy", "not a plain file")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch's messages differ by damage; its advice to drop weights_only is never relayed
@@ -61,8 +71,12 @@ def load_checkpoint(path, map_location="cpu") -> dict:
             "it holds objects other than tensors and plain values, which this package never loads"
             if "weights_only" in str(error) or "Unsupported global" in str(error)
             else "truncated or damaged")
+        run = next((folder for folder in path.parents[:2] if (folder / CHECKPOINT_NAME).is_file()), None)
+        if path.name != CHECKPOINT_NAME and run is not None:  # a file of a run, given instead of its folder
+            raise CheckpointError(f"{path} is a file of a run, not a checkpoint: pass the run folder {run}",
+                                  kind) from None
         raise CheckpointError(f"{path} is not a readable checkpoint ({kind}). Restore it from a copy, or "
-                              f"retrain the run (equimod-edu train ... --overwrite).") from None
+                              f"retrain the run (equimod-edu train ... --overwrite).", kind) from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is a torch file but not an equimod_edu checkpoint (no 'model' entry)")
     return state

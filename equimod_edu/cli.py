@@ -44,8 +44,27 @@ def _parse_overrides(text: str) -> dict:
     return out
 
 
+class _NoneGiven:
+    """The value of an optional flag given as 'none': unlike a flag not given, it sets the field to None."""
+
+
+NONE_GIVEN = _NoneGiven()
+
+
+def _checked_overrides(overrides) -> dict:
+    """The --overrides of compare and demo, checked: TrainConfig fields only (ValueError naming the others)."""
+    from .config import TrainConfig, check_fields
+
+    overrides = dict(overrides or {})
+    try:
+        check_fields(TrainConfig, overrides)
+    except ValueError as error:
+        raise ValueError(f"--overrides: {error}; see `equimod-edu train --help` for the fields") from None
+    return overrides
+
+
 def _optional(cast):
-    return lambda text: None if text.lower() in ("none", "") else cast(text)
+    return lambda text: NONE_GIVEN if text.lower() in ("none", "") else cast(text)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_class) -> None:
@@ -68,8 +87,9 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class) -> None:
 
 
 def _given(args, config_class) -> dict:
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)
-            if getattr(args, f.name, None) is not None}
+    """The fields given as flags (``--max-steps none`` included, as None); flags not given are left out."""
+    values = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(config_class)}
+    return {name: None if value is NONE_GIVEN else value for name, value in values.items() if value is not None}
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,14 +161,15 @@ def cmd_gallery(args) -> int:
     return 0
 
 
-def _seeds(text: str) -> list[int]:
-    """'0,1,2' -> [0, 1, 2] (also used for --per-class)."""
+def _seeds(text: str, flag: str = "--seeds", minimum: int = 0) -> list[int]:
+    """'0,1,2' -> [0, 1, 2] (also used for --per-class, with minimum 1); ValueError naming the flag."""
     try:
         values = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise ValueError(f"expected whole numbers separated by commas (e.g. 0,1,2), got {text!r}") from None
-    if not values or min(values) < 0:
-        raise ValueError(f"expected one or more whole numbers >= 0 separated by commas, got {text!r}")
+        raise ValueError(f"{flag}: expected whole numbers separated by commas (e.g. 0,1,2), got {text!r}") from None
+    if not values or min(values) < minimum:
+        raise ValueError(f"{flag}: expected one or more whole numbers >= {minimum} separated by commas, "
+                         f"got {text!r}")
     return values
 
 
@@ -163,7 +184,8 @@ def cmd_compare(args) -> int:
     if unknown:
         print(f"error: unknown variants {unknown}; choose from {sorted(VARIANTS)}", file=sys.stderr)
         return 2
-    result = compare(variants, _seeds(args.seeds), args.out, preset=args.preset, overrides=args.overrides or {},
+    result = compare(variants, _seeds(args.seeds), args.out, preset=args.preset,
+                     overrides=_checked_overrides(args.overrides),
                      fast_eval=not args.full_eval, progress=not args.no_progress, random_init=not args.no_random_init)
     print("\n" + table_markdown(result["summary"]))
     print(f"\nwall time {result['wall_seconds']:.0f} s")
@@ -178,8 +200,9 @@ def cmd_demo(args) -> int:
     from .report import QUICK
 
     use_headless_backend()
+    _checked_overrides(args.overrides)  # before any work
     start = time.perf_counter()
-    out = Path(args.out)
+    out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo"))  # quick models never pose as real
     cmd_gallery(argparse.Namespace(out=str(out), seed=args.seed))
     print("\ntraining SimCLR and SimCLR+EquiMod (preset cpu-live, same backbone, budget and seed), "
           "then evaluating both and a random-init backbone on held-out images...")
@@ -217,19 +240,28 @@ def _probe_protocol(out: Path, seed: int) -> dict:
 
 def cmd_evaluate(args) -> int:
     """Evaluate a run: probes, kNN, equivariance metrics; report.json, report.md and figures."""
+    from . import report as reports  # looked up at call time (tests replace evaluate_run)
     from .figures import use_headless_backend
-    from .report import evaluate_run, report_markdown, write_report
 
     use_headless_backend()
     run_dir = Path(args.run_dir)
+    out = Path(args.out) if args.out else (run_dir if run_dir.is_dir() else run_dir.parent) / "eval"
+    reports.check_writable(out, hint="pass --out FOLDER to write the report elsewhere")  # before 40 s of work
     try:
-        report = evaluate_run(run_dir, fast=args.fast, sgd_epochs=args.sgd_epochs, seed=args.seed)
+        report = reports.evaluate_run(run_dir, fast=args.fast, sgd_epochs=args.sgd_epochs, seed=args.seed)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"evaluation of {run_dir} interrupted; nothing written") from None
+    except reports.NonFiniteModelError:
+        raise
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else run_dir / "eval"
-    write_report(report, out)
-    print(report_markdown(report))
+    try:
+        reports.write_report(report, out)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted while writing the report into {out}: each file there is whole, "
+                                f"old or new; run the evaluation again") from None
+    print(reports.report_markdown(report))
     print(f"{out / 'report.json'}")
     return 0
 
@@ -243,6 +275,11 @@ def cmd_label_efficiency(args) -> int:
     from .supervised import label_efficiency, label_efficiency_figure
 
     use_headless_backend()
+    for flag, value, least in (("--n-train", args.n_train, 1), ("--n-test", args.n_test, 1),
+                               ("--scratch-steps", args.scratch_steps, 0)):
+        if value < least:
+            raise ValueError(f"{flag} must be at least {least}, got {value}")
+    per_class = _seeds(args.per_class, "--per-class", minimum=1)  # before any work
     models, cfg = {}, None
     for item in [r for r in args.runs.split(",") if r]:
         name, _, run_dir = item.rpartition("=")
@@ -258,7 +295,6 @@ def cmd_label_efficiency(args) -> int:
     train = shuffled_subset(load_dataset(cfg.dataset, "train", cfg.data_root), args.n_train, args.seed)
     test = shuffled_subset(load_dataset(cfg.dataset, "test", cfg.data_root), args.n_test, args.seed + 1)
     scratch = type(cfg).from_dict({**cfg.to_dict(), "equimod": False, "seed": args.seed})  # the same backbone
-    per_class = _seeds(args.per_class)
     result = label_efficiency(models, train, test, per_class, scratch=scratch, scratch_steps=args.scratch_steps,
                               seed=args.seed)
     result.update(command=" ".join(["equimod-edu", *sys.argv[1:]]) if sys.argv[1:2] == ["label-efficiency"] else None,
@@ -281,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="the main job: random init vs SimCLR vs SimCLR+EquiMod on the shipped dataset")
-    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--out", default=None, help="default runs/demo (with --quick: runs/demo-quick)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--overrides", type=_parse_overrides, default=None, metavar="K=V,...",
                       help="TrainConfig overrides for both models, e.g. epochs=1,train_subset=2000")
@@ -336,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Exit codes: 0 done, 1 an unexpected error, 2 a bad value or file, 3 non-finite training, 4 training
 #: stopped by an error of its data, disk or files (the checkpoint saved where it could), 130 interrupted.
-EXIT_CODES = {"NonFiniteLossError": 3, "TrainingError": 4}
+EXIT_CODES = {"NonFiniteLossError": 3, "NonFiniteModelError": 3, "TrainingError": 4, "ReportError": 4}
 
 
 def main(argv=None) -> int:
@@ -345,7 +381,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt as stop:
-        print(f"\nstopped: {stop or 'interrupted'}", file=sys.stderr)
+        print(f"\nstopped: {str(stop) or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as error:
         if args.debug:

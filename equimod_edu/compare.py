@@ -3,10 +3,11 @@
     equimod-edu demo                                       # the main job: random init vs SimCLR vs EquiMod
     equimod-edu compare --variants simclr,equimod,equimod-mlp-cyclic --seeds 0,1,2 --out runs/headline
 
-Each (variant, seed) trains with `train.Trainer` into OUT/<variant>-s<seed>/ (a finished run is
-reused, an interrupted one resumed) and is evaluated with `report.evaluate_run`; the random-init
-baseline (the same architecture, untrained) is evaluated for each seed too. The summary holds the
-mean and standard deviation over seeds of each headline metric.
+Each (variant, seed) trains with `train.Trainer` into OUT/<variant>-s<seed>/ (a finished run of the
+same settings is reused, an interrupted one resumed, one of other settings trained again) and is
+evaluated with `report.evaluate_run`; the random-init baseline (the same architecture, untrained)
+is evaluated for each seed too. The summary holds the mean and standard deviation over seeds of
+each headline metric.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Optional, Sequence
 
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .config import TrainConfig
+from .run_folder import REUSABLE_CHANGES, changed_settings, describe_changes
 from .train import Trainer
 
 #: Named variants: overrides of the preset. The paper's module is "equimod"; "equimod-mlp-cyclic"
@@ -158,19 +160,29 @@ def comparison_figure(summary: dict, metrics: Sequence[str] = ("shape_acc", "col
     return ax.figure
 
 
-def train_variant(variant: str, seed: int, out_dir: Path, preset: str, overrides: dict, progress: bool) -> Path:
-    """Train one (variant, seed) into out_dir/<variant>-s<seed>/; reuse it if finished, resume if not."""
+def train_variant(variant: str, seed: int, out_dir: Path, preset: str, overrides: dict, progress: bool,
+                  log=print) -> Path:
+    """Train one (variant, seed) into out_dir/<variant>-s<seed>/.
+
+    The run there is reused if it finished with the same settings (all but REUSABLE_CHANGES),
+    resumed if it stopped early with them, and trained again (the folder is compare's) if it was
+    trained with other settings, saying so with ``log``.
+    """
     run_dir = Path(out_dir) / f"{variant}-s{seed}"
     cfg = variant_config(variant, seed, preset, overrides, out_dir=str(run_dir), progress=progress)
-    checkpoint = run_dir / CHECKPOINT_NAME
-    resume = checkpoint.exists()
-    if resume and load_checkpoint(checkpoint).get("stop_reason") == "finished":
-        return run_dir
-    if cfg.objective == "supervised":  # the reference's recipe (AdamW, one log line per epoch)
+    if cfg.objective == "supervised":  # the reference's recipe (AdamW, one log line per epoch); reuse as here
         from .supervised import train_supervised
-        train_supervised(cfg, progress=progress)
+        train_supervised(cfg, progress=progress, overwrite=True, log=log)
         return run_dir
-    trainer = Trainer(cfg, resume=resume, overwrite=not resume)  # no checkpoint yet: this folder is ours to restart
+    checkpoint = run_dir / CHECKPOINT_NAME
+    state = load_checkpoint(checkpoint) if checkpoint.exists() else None
+    changed = changed_settings(state["config"], cfg, REUSABLE_CHANGES) if state is not None else []
+    if changed:
+        log(f"{run_dir} was {describe_changes(state['config'], cfg, changed)}: training it again")
+    elif state is not None and state.get("stop_reason") == "finished":
+        return run_dir
+    resume = state is not None and not changed
+    trainer = Trainer(cfg, resume=resume, overwrite=not resume)  # compare's folder: restarted when not resumed
     trainer.run()
     if trainer.stop_reason != "finished":  # Ctrl-C / SIGTERM: the checkpoint is saved, stop here
         raise KeyboardInterrupt(f"{trainer.stop_reason}; run the same command again to continue")
@@ -229,7 +241,7 @@ def compare(variants: Sequence[str], seeds: Sequence[int], out_dir, preset: str 
             seconds[f"random-s{seed}"] = time.perf_counter() - tic
         for variant in variants:
             tic = time.perf_counter()
-            run_dir = train_variant(variant, seed, out_dir, preset, overrides, progress)
+            run_dir = train_variant(variant, seed, out_dir, preset, overrides, progress, log)
             trained = time.perf_counter()
             sizes = eval_sizes or (FAST if fast_eval else FULL)
             report = cached_report(run_dir, sizes, seed)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -49,7 +50,7 @@ from pathlib import Path
 import torch
 
 from .dataset import ImageDataset
-from .files import atomic_write
+from .files import TEMP_PREFIX, atomic_write, os_error_reason
 from .synthetic import SyntheticSpec, make_synthetic
 
 __all__ = ["DATA_DIR", "synthetic", "cifar10", "image_folder", "load_dataset"]
@@ -87,7 +88,9 @@ def synthetic(
     ``split`` "train" gives ``n_train`` images drawn with seed 2*seed, "test" gives ``n_test`` with
     seed 2*seed+1; the same ``seed`` gives identical tensors. ``size`` is the image side in pixels.
     The cache file goes to ``root/cache/`` (``root`` defaults to ``DATA_DIR``) and its name includes
-    a hash of ``spec``, the generator knobs; ``rebuild=True`` regenerates and overwrites it.
+    a hash of ``spec``, the generator knobs; ``rebuild=True`` regenerates and overwrites it. It is
+    only a cache: when it cannot be read it is rebuilt, when it cannot be written (a read-only
+    folder, a full disk) a warning says why and the built data is returned all the same.
 
     Returns an ``ImageDataset`` with target "shape" and labels shape, colour, x, y, scale,
     rotation, hue.
@@ -98,16 +101,38 @@ def synthetic(
         raise ValueError(f"n_{split} and size must be positive, got {n} and {size}")
     key = hashlib.sha1(repr(sorted(asdict(spec).items())).encode()).hexdigest()[:8]
     path = Path(root or DATA_DIR) / "cache" / f"synthetic_{split}_n{n}_s{size}_seed{seed}_{key}.pt"
-    if path.exists() and not rebuild:
+    if path.is_file() and not rebuild:  # (is_file: a FIFO or a device there is replaced, never read)
         try:
             d = torch.load(path, weights_only=True)
             return ImageDataset(d["images"], d["labels"], d["classes"], d["target"])
+        except PermissionError:  # another user's cache, not readable by this one
+            warnings.warn(f"the dataset cache {path} cannot be read (permission denied); rebuilding the data "
+                          f"(a few seconds)", stacklevel=2)
         except Exception:  # a damaged cache (a kill while copying, a full disk): it is only a cache
             warnings.warn(f"the dataset cache {path} is damaged; rebuilding it (a few seconds)", stacklevel=2)
     ds = make_synthetic(n, size, _split_seed(seed, split), spec)
     saved = {"images": ds.images, "labels": ds.labels, "classes": ds.classes, "target": ds.target}
-    atomic_write(path, lambda f: torch.save(saved, f))  # a reader never sees half a file
+    _remove_stale_temporary_files(path.parent)
+    try:
+        atomic_write(path, lambda f: torch.save(saved, f))  # a reader never sees half a file
+    except (OSError, RuntimeError) as error:  # torch reports a full disk as a RuntimeError
+        warnings.warn(f"could not write the dataset cache {path}: {os_error_reason(error, path)}; going on "
+                      f"without it (the data is rebuilt next time; set EQUIMOD_DATA to a writable folder to "
+                      f"cache it)", stacklevel=2)
     return ds
+
+
+def _remove_stale_temporary_files(folder: Path, older_than_s: float = 3600.0) -> None:
+    """Delete the temporary files of cache writes that a kill interrupted (not touched for an hour).
+
+    A recent one may belong to another process writing the same cache right now: it is left alone.
+    """
+    for tmp in folder.glob(f"{TEMP_PREFIX}synthetic_*"):
+        try:
+            if time.time() - tmp.lstat().st_mtime > older_than_s:
+                tmp.unlink()
+        except OSError:  # gone meanwhile, or not ours to delete
+            pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,15 +149,16 @@ def cifar10(
 ) -> ImageDataset:
     """CIFAR-10 (50,000 train / 10,000 test images, 32x32, 10 classes).
 
-    Read through ``torchvision.datasets.CIFAR10``, which expects the python version of the
-    dataset in ``root/cifar-10-batches-py/`` (data_batch_1..5, test_batch, batches.meta) and
-    checks the md5 of *every* one of those files against the official archive before reading.
+    The python version of the dataset, in ``root/cifar-10-batches-py/`` (data_batch_1..5,
+    test_batch, batches.meta). By default the md5 of *every* one of those files is checked against
+    the official archive (torchvision's checksums) before reading.
 
     ``split`` is "train" or "test"; ``root`` is the folder holding ``cifar-10-batches-py/``
     (default ``DATA_DIR / "cifar10"``). ``download=True`` fetches and extracts the archive
-    (~163 MB) if the files are missing. ``check_integrity=False`` reads the same pickle files
-    directly (same format, same code path as torchvision's reader, no checksums): for files you
-    made yourself, e.g. a tiny copy in a test.
+    (~163 MB) if the files are missing or damaged. ``check_integrity=False`` skips the checksums:
+    for files you made yourself, e.g. a tiny copy in a test. Either way the pickle files are read
+    by an unpickler that builds only what a CIFAR batch holds (dicts, lists, strings, numpy
+    arrays): a file holding anything else is refused, never run.
 
     Returns an ``ImageDataset`` with images ``(N, 3, 32, 32) uint8``, labels
     ``{"label": (N,) int64}`` and the class names from ``batches.meta``.
@@ -150,27 +176,76 @@ def cifar10(
             f"extract cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) into "
             f"{root}/ so that {folder}/data_batch_1 exists."
         )
-    if check_integrity or download:
-        images, labels, classes = _cifar10_torchvision(root, split, download)
-    else:
-        images, labels, classes = _cifar10_read_pickles(folder, split)
+    if download and not _cifar10_intact(folder):
+        from torchvision.datasets import CIFAR10
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        download_and_extract_archive(CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
+    if (check_integrity or download) and not _cifar10_intact(folder):
+        raise ValueError(
+            f"the CIFAR-10 files in {folder} failed the md5 check against the official archive: they are "
+            f"damaged or not the official files. Delete that folder and download it again (in Python: "
+            f"equimod_edu.data.cifar10('train', download=True)); files you made yourself can be read without "
+            f"checksums from Python with cifar10(..., check_integrity=False) (arrays and lists only, never code)."
+        )
+    images, labels, classes = _cifar10_read_pickles(folder, split)
     return ImageDataset(images, {"label": labels}, {"label": classes}, target="label")
 
 
-def _cifar10_torchvision(root: Path, split: str, download: bool):
+def _cifar10_intact(folder: Path) -> bool:
+    """Whether every file of the python version has the md5 of the official archive (torchvision's list)."""
     from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity
 
+    files = CIFAR10.train_list + CIFAR10.test_list + [[CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
+    return all(check_integrity(str(folder / name), md5) for name, md5 in files)
+
+
+def _cifar_globals() -> dict:
+    """What a CIFAR batch may name: numpy's array and scalar rebuilders (numpy 1 and 2 spellings), bytes."""
+    import codecs
+
+    import numpy as np
     try:
-        ds = CIFAR10(str(root), train=split == "train", download=download)
-    except RuntimeError:  # torchvision's "Dataset not found or corrupted"
-        raise ValueError(
-            f"the CIFAR-10 files in {root / 'cifar-10-batches-py'} failed the md5 check against the official "
-            f"archive: they are damaged or not the official files. Delete that folder and download it again "
-            f"(in Python: equimod_edu.data.cifar10('train', download=True)); files you made yourself can be read "
-            f"without checksums from Python with cifar10(..., check_integrity=False)."
-        ) from None
-    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N,32,32,3) -> (N,3,32,32)
-    return images, torch.tensor(ds.targets, dtype=torch.int64), list(ds.classes)
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray, numeric
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): codecs.encode}
+    for package in ("numpy.core", "numpy._core"):
+        allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{package}.multiarray", "scalar")] = multiarray.scalar
+        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer
+    return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, strings, numbers and numpy arrays; any other class or function is refused."""
+
+    def find_class(self, module: str, name: str):
+        allowed = _cifar_globals().get((module, name))
+        if allowed is None:
+            raise pickle.UnpicklingError(f"holds {module}.{name}")
+        return allowed
+
+
+def _read_cifar_pickle(path: Path, keys: tuple[str, ...]) -> dict:
+    """The dict pickled in a CIFAR file (with `keys`), unpickled without running code; ValueError naming it."""
+    try:
+        with open(path, "rb") as f:
+            entry = _CifarUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as error:
+        if str(error).startswith("holds "):
+            raise ValueError(f"{path} {error}, which a CIFAR-10 file never holds: it was not read (it could run "
+                             f"code). Delete it and download CIFAR-10 again") from None
+        raise ValueError(f"{path} is not a readable CIFAR-10 file ({error}): delete it and download CIFAR-10 "
+                         f"again") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as error:
+        raise ValueError(f"{path} is not a readable CIFAR-10 file (truncated or damaged: {type(error).__name__}): "
+                         f"delete it and download CIFAR-10 again") from None
+    if not isinstance(entry, dict) or any(key not in entry for key in keys):
+        raise ValueError(f"{path} is not a CIFAR-10 file (no {' and '.join(keys)} entries): delete it and "
+                         f"download CIFAR-10 again")
+    return entry
 
 
 def _cifar10_read_pickles(folder: Path, split: str):
@@ -181,12 +256,10 @@ def _cifar10_read_pickles(folder: Path, split: str):
     """
     data, labels = [], []
     for name in _CIFAR_FILES[split]:
-        with open(folder / name, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+        entry = _read_cifar_pickle(folder / name, ("data", "labels"))
         data.append(torch.as_tensor(entry["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
         labels.extend(entry["labels"])
-    with open(folder / "batches.meta", "rb") as f:
-        classes = list(pickle.load(f, encoding="latin1")["label_names"])
+    classes = list(_read_cifar_pickle(folder / "batches.meta", ("label_names",))["label_names"])
     return torch.cat(data), torch.tensor(labels, dtype=torch.int64), classes
 
 
@@ -196,16 +269,37 @@ def _cifar10_read_pickles(folder: Path, split: str):
 def open_rgb(path):
     """The image file as a loaded RGB PIL image (grayscale and RGBA are converted).
 
-    A file that cannot be decoded (truncated, not an image) raises ValueError naming it.
+    A file that cannot be decoded (truncated, not an image, or larger than PIL's safety limit
+    against decompression bombs) raises ValueError naming it.
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"cannot read the image {path}: {' '.join(str(error).split())}; delete or replace that "
+                         f"file, or if you trust it, raise PIL.Image.MAX_IMAGE_PIXELS from Python") from None
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise ValueError(f"cannot read the image {path}: {' '.join(str(error).split())}; "
                          f"delete or replace that file") from None
+
+
+def check_no_link_loops(root) -> None:
+    """ValueError naming the link if a symbolic link under `root` leads back to a folder above it.
+
+    ImageFolder follows links to folders; one that loops (``ln -s .. a/up``) would add every image
+    again at each level, until the path grows too long. Links to folders elsewhere are fine.
+    """
+    above = {str(root): {os.path.realpath(root)}}  # each folder walked -> the real folders on its path
+    for folder, subfolders, _ in os.walk(root, followlinks=True):
+        for name in subfolders:
+            path = os.path.join(folder, name)
+            real = os.path.realpath(path)
+            if real in above[folder]:
+                raise ValueError(f"{path} is a symbolic link to a folder above it ({real}): the images would be "
+                                 f"read again and again through it. Remove the link (rm {path})")
+            above[path] = above[folder] | {real}
 
 
 def read_image(path) -> torch.Tensor:
@@ -233,6 +327,7 @@ def image_folder(root: str | os.PathLike, size: int | None = None) -> ImageDatas
         raise FileNotFoundError(f"image folder {root} does not exist")
     if size is not None and size <= 0:
         raise ValueError(f"size must be a positive int or None, got {size}")
+    check_no_link_loops(root)
     try:
         folder = ImageFolder(str(root))
     except FileNotFoundError as err:
@@ -246,7 +341,11 @@ def image_folder(root: str | os.PathLike, size: int | None = None) -> ImageDatas
     shapes = {tuple(x.shape) for x in images}
     if len(shapes) > 1:
         raise ValueError(
-            f"images in {root} differ in size ({sorted(shapes)[:3]}...): pass size=... to resize them")
+            f"images in {root} differ in size ({sorted(shapes)[:3]}...), and images held in memory must share "
+            f"one. From Python pass size=S to resize them (image_folder(path, size=S), load_dataset('folder:PATH', "
+            f"split, size=S)) and give the datasets to Trainer(cfg, dataset=...) or evaluate_run(run, dataset="
+            f"(train, test)). No command-line flag sets it: resize the image files to one size, or train with "
+            f"--stream (the default for folders: each image is cropped to the augmentation's size)")
     labels = torch.tensor(folder.targets, dtype=torch.int64)
     classes = {"label": list(folder.classes)}
     return ImageDataset(torch.stack(images), {"label": labels}, classes, target="label")

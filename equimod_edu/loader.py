@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .augment import AugmentationConfig, AugmentationParams, Views, sample_crop
-from .data import open_rgb
+from .data import check_no_link_loops, open_rgb
 from .dataset import mix_seed
 
 
@@ -38,6 +38,7 @@ class FolderCrops(Dataset):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"image folder {root} does not exist")
+        check_no_link_loops(root)
         try:
             self.folder = ImageFolder(str(root))
         except FileNotFoundError as error:

@@ -12,7 +12,7 @@ import io
 import os
 import sys
 
-__all__ = ["setup", "enable_colab_widgets", "in_notebook", "png_bytes", "show_png"]
+__all__ = ["setup", "fast_mode", "enable_colab_widgets", "in_notebook", "png_bytes", "show_png"]
 
 
 def setup(written_for: str) -> bool:
@@ -20,7 +20,7 @@ def setup(written_for: str) -> bool:
 
     written_for: the equimod_edu version the notebook was written for; another installed version
     raises RuntimeError saying where the package comes from and how to match them. Returns FAST,
-    True when the environment variable EQUIMOD_FAST is "1" (tiny budgets: tests, a first look).
+    True when the environment variable EQUIMOD_FAST is on (tiny budgets: tests, a first look; see fast_mode).
     """
     import equimod_edu
 
@@ -31,9 +31,27 @@ def setup(written_for: str) -> bool:
             f"the package: check out the matching version of the repository, or reinstall the package from this "
             f"one with `pip install -e .` in its root.")
     enable_colab_widgets()  # Colab needs this for the ipywidgets explorers; elsewhere it does nothing
-    fast = os.environ.get("EQUIMOD_FAST") == "1"
+    fast = fast_mode()
     print(f"equimod_edu {equimod_edu.__version__} | {'FAST' if fast else 'full'} mode")
     return fast
+
+#: The words EQUIMOD_FAST reads as on and as off, in any case (`make book FULL=` takes the same lower-case on words).
+ON, OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def fast_mode(environ=None) -> bool:
+    """Whether EQUIMOD_FAST is on: 1/true/yes/on -> True; 0/false/no/off, empty or unset -> False.
+
+    Any other value raises ValueError naming it (a typo must not silently mean full mode).
+    """
+    value = (os.environ if environ is None else environ).get("EQUIMOD_FAST", "")
+    if value.strip().lower() in ON:
+        return True
+    if value.strip().lower() in OFF:
+        return False
+    raise ValueError(f"EQUIMOD_FAST={value!r} is neither on nor off: set it to 1 (fast mode) or 0 (full mode), "
+                     f"or unset it (full mode)")
+
 
 def enable_colab_widgets() -> bool:
     """In Google Colab, switch on the widget manager that ipywidgets 8 needs; elsewhere do nothing.

@@ -219,16 +219,27 @@ def load_pretrained(name: str, directory=None, map_location="cpu"):
 
     metrics: the headline metrics measured when it was exported (see compare.METRICS).
     """
-    from .checkpoint import build_model
+    from .checkpoint import CheckpointError, build_model, load_checkpoint
     from .config import TrainConfig
 
     path = verify(name, directory)
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    entry = manifest(directory)["checkpoints"][name]
+    try:  # tensors and plain values only; torch's advice to load without weights_only is never relayed
+        state = load_checkpoint(path, map_location)
+    except CheckpointError as error:
+        raise PretrainedError(f"the shipped checkpoint {name!r} cannot be loaded: {path} is not a readable "
+                              f"checkpoint ({error.reason}).\n"
+                              + _rebuild_hint(name, entry)) from None
+    missing = [key for key in ("config", "metrics") if not isinstance(state.get(key), dict)]
+    if missing:
+        raise PretrainedError(f"the shipped checkpoint {name!r} cannot be loaded: {path} has no {' or '.join(missing)} "
+                              f"entry (not a file export_pretrained wrote).\n" + _rebuild_hint(name, entry))
     try:
         model = build_model(state, map_location, missing_ok=_not_shipped(state.get("objective", "self-supervised")))
+        cfg = TrainConfig.from_dict(state["config"])
     except ValueError as error:
         raise PretrainedError(f"the shipped checkpoint {name!r} does not fit its config: {error}") from None
-    return model, TrainConfig.from_dict(state["config"]), dict(state["metrics"])
+    return model, cfg, dict(state["metrics"])
 
 
 #: What a shipped file leaves out, as state-dict key prefixes: BYOL's EMA target (needed only to

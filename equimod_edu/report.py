@@ -4,7 +4,8 @@
     report = evaluate_random_init(cfg, fast=True)            # the same architecture, untrained
     print(report_markdown(report))
     headline(report)                                         # the flat metrics compare tabulates
-    write_report(report, "runs/equimod/eval")                # report.json, report.md, figures
+    check_writable("runs/equimod/eval")                      # before the work: can the files be written?
+    write_report(report, "runs/equimod/eval")                # report.json, report.md, figures (atomically)
 
 Sizes (`EvalSizes`): FULL for a GPU, FAST (the CPU protocol of compare, the demo and the shipped
 reports), QUICK (the demo's one-minute smoke run). The metrics themselves live in probes.py
@@ -14,8 +15,11 @@ and equivariance.py.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +31,22 @@ from torch import Tensor
 
 from . import __version__
 from .augment import AugmentationConfig
-from .checkpoint import load_model
+from .checkpoint import all_finite, load_model
 from .data import load_dataset
 from .dataset import ImageDataset, shuffled_subset
 from .equivariance import PosthocPredictor, equivariance_metrics, fit_posthoc_predictor, predictor_sensitivity
 from .figures import bar_figure
+from .files import TEMP_PREFIX, atomic_write, os_error_reason
 from .models import EquiModModel, model_device, resolve_device
 from .probes import augmentation_probes, extract_features, knn_accuracy, label_probes, linear_eval_sgd
+
+
+class NonFiniteModelError(ValueError):
+    """The model's weights, or the features h it computes, hold NaN or inf: there is nothing to evaluate."""
+
+
+class ReportError(OSError):
+    """The report cannot be written where asked (the message names the folder or file and why)."""
 
 
 # ============================================================================================
@@ -97,6 +110,9 @@ def evaluate_model(model: EquiModModel, cfg, train_set: ImageDataset, test_set: 
     cfg: the model's TrainConfig (its augmentation is the one the metrics sample from).
     """
     model.eval()
+    if not all_finite(model.state_dict().values()):
+        raise NonFiniteModelError("the model's weights are not finite (NaN or inf): restore its checkpoint from "
+                                  "a copy, or retrain it")
     aug, timings, tic = cfg.augmentation(), {}, time.perf_counter()
 
     def lap(name: str) -> None:
@@ -107,6 +123,9 @@ def evaluate_model(model: EquiModModel, cfg, train_set: ImageDataset, test_set: 
     train = shuffled_subset(train_set, sizes.n_train, seed)
     test = shuffled_subset(test_set, sizes.n_test, seed + 1)
     f_train, f_test = extract_features(model, train, aug), extract_features(model, test, aug)
+    if not all_finite([f_train["h"], f_test["h"]]):
+        raise NonFiniteModelError("the model's features h are not finite (NaN or inf), though its weights are: "
+                                  "they overflow; retrain it (a lower lr)")
     lap("features")
     report: dict = {"target": train.target}
     report["labels"] = label_probes(f_train["h"], train.labels, f_test["h"], test.labels)
@@ -171,9 +190,15 @@ def evaluate_run(run_dir, dataset=None, fast: bool = False, sizes: Optional[Eval
     device = resolve_device(device)
     model, cfg = load_model(run_dir, map_location=device)
     model.to(device)
+    if not all_finite(model.state_dict().values()):  # before the data is loaded
+        raise NonFiniteModelError(f"{run_dir}: the model's weights are not finite (NaN or inf): restore its "
+                                  f"checkpoint from a copy, or retrain it")
     train_set, test_set = _splits(cfg, dataset, seed)
-    report = evaluate_model(model, cfg, train_set, test_set, sizes or (FAST if fast else FULL), posthoc,
-                            sgd_epochs, seed)
+    try:
+        report = evaluate_model(model, cfg, train_set, test_set, sizes or (FAST if fast else FULL), posthoc,
+                                sgd_epochs, seed)
+    except NonFiniteModelError as error:
+        raise NonFiniteModelError(f"{run_dir}: {error}") from None
     report["meta"].update(run_dir=str(run_dir), random_init=False, fast=fast)
     return report
 
@@ -344,14 +369,46 @@ def report_figures(report: dict) -> dict[str, object]:
                                                      "read from h (R^2 or accuracy)", "R^2 / accuracy")
     return figures
 
-def write_report(report: dict, out_dir) -> dict[str, Path]:
-    """Write report.json, report.md and one PNG per figure into out_dir; returns name -> path."""
+def check_writable(out_dir, hint: str = "") -> None:
+    """Raise ReportError (one line: the folder, why, then `hint`) when no file can be created in out_dir.
+
+    Call it before the work. Nothing is left behind: a probe file is created and removed in the
+    deepest folder of the path that exists (out_dir itself, or the folder it would be made in).
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "report.json", "markdown": out / "report.md"}
-    paths["json"].write_text(json.dumps(jsonable(report), indent=2))
-    paths["markdown"].write_text(report_markdown(report))
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path.cwd())
+    hint = f"; {hint}" if hint else ""
+    if not existing.is_dir():
+        raise ReportError(f"cannot write the report into {out}: {existing} is a file, not a folder{hint}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}probe.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise ReportError(f"cannot write the report into {out}: {os_error_reason(error, existing / 'probe')}"
+                          f"{hint}") from None
+
+
+def write_report(report: dict, out_dir) -> dict[str, Path]:
+    """Write report.json, report.md and one PNG per figure into out_dir; returns name -> path.
+
+    Everything is rendered in memory first, then each file is written atomically (files.atomic_write):
+    a failure (a full disk) leaves that file as it was, whole, and raises ReportError naming it.
+    """
+    out = Path(out_dir)
+    files = {"json": ("report.json", json.dumps(jsonable(report), indent=2).encode()),
+             "markdown": ("report.md", report_markdown(report).encode())}
     for name, fig in report_figures(report).items():
-        paths[name] = out / f"{name}.png"
-        fig.savefig(paths[name], dpi=120)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=120)
+        files[name] = (f"{name}.png", buffer.getvalue())
+    paths = {}
+    for key, (file_name, data) in files.items():
+        path = out / file_name
+        try:
+            atomic_write(path, lambda f, data=data: f.write(data))
+        except OSError as error:
+            raise ReportError(f"cannot write {path}: {os_error_reason(error, path)}; the file there (if any) is "
+                              f"unchanged") from None
+        paths[key] = path
     return paths

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import numbers
 import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
@@ -29,13 +30,15 @@ from .config import TrainConfig
 from .data import load_dataset
 from .dataset import ImageDataset
 from .models import EquiModModel, resolve_device
+from .run_folder import REUSABLE_CHANGES, changed_settings, describe_changes
 from .train import Trainer
 
 __all__ = ["train_supervised", "per_class_subset", "label_efficiency", "label_efficiency_figure"]
 
 
 def train_supervised(cfg: TrainConfig, dataset: Optional[ImageDataset] = None, steps: Optional[int] = None,
-                     save: bool = True, progress: bool = False) -> tuple[EquiModModel, dict]:
+                     save: bool = True, progress: bool = False, overwrite: bool = False,
+                     log=print) -> tuple[EquiModModel, dict]:
     """Train ``cfg``'s backbone with labels (cross-entropy on ``dataset.target``).
 
     A Trainer run with ``objective="supervised"`` (objectives.Supervised).
@@ -48,8 +51,10 @@ def train_supervised(cfg: TrainConfig, dataset: Optional[ImageDataset] = None, s
         ``train_subset``).
     steps: optimiser steps, without warm-up (default ``epochs * len(dataset) // batch_size``,
         after ``warmup_epochs``). With very few labels the batch is the whole set.
-    save: train into ``cfg.out_dir`` (an existing finished run is reused, an unfinished one
-        resumed); False: into a temporary folder, deleted afterwards.
+    save: train into ``cfg.out_dir`` (an existing finished run of the same settings is reused, an
+        unfinished one resumed); False: into a temporary folder, deleted afterwards.
+    overwrite: a run of other settings in ``cfg.out_dir`` is trained again (said with ``log``);
+        False: refused (ValueError).
     Returns ``(model in eval mode, {"train_acc", "loss", "steps", "seconds"})``.
     """
     data = dataset if dataset is not None else load_dataset(cfg.dataset, "train", cfg.data_root)
@@ -68,7 +73,14 @@ def train_supervised(cfg: TrainConfig, dataset: Optional[ImageDataset] = None, s
             cfg = dataclasses.replace(cfg, out_dir=stack.enter_context(tempfile.TemporaryDirectory()))
         path = Path(cfg.out_dir) / CHECKPOINT_NAME
         state = load_checkpoint(path) if path.exists() else None
-        if state is not None and state.get("stop_reason") == "finished":  # done before: reuse it
+        changed = changed_settings(state["config"], cfg, REUSABLE_CHANGES) if state is not None else []
+        if changed:
+            another = f"{cfg.out_dir} holds a run {describe_changes(state['config'], cfg, changed)}"
+            if not overwrite:
+                raise ValueError(f"{another}: choose another out_dir, or pass overwrite=True to train it again")
+            log(f"{another}: training it again")
+            state = None
+        if state is not None and state.get("stop_reason") == "finished":  # done before, the same settings: reuse it
             model = build_model(state, resolve_device(cfg.device))
             history, step, seconds = state["metrics"], state["step"], state.get("train_seconds", 0.0)
         else:
@@ -104,6 +116,8 @@ def label_efficiency(models: dict[str, tuple[EquiModModel, TrainConfig]], train_
     """
     from .probes import extract_features, linear_probe
 
+    if not per_class or any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in per_class):
+        raise ValueError(f"per_class: labels per class must be whole numbers >= 1, got {list(per_class)}")
     curves: dict[str, list[float]] = {}
     for name, (model, cfg) in models.items():
         aug = cfg.augmentation()

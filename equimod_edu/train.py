@@ -138,8 +138,9 @@ class ProgressBar:
 class MetricsLog:
     """Appends every log record to out_dir/metrics.jsonl (rank 0), each step exactly once.
 
-    At the start of training the file keeps only the records of steps the checkpoint has (<= the
-    resumed step), so a resume after a kill does not repeat the steps it replays.
+    At the start of training the file is written afresh from the checkpoint's history (the records
+    of the steps <= the resumed step; nothing for a new run): a resume after a kill does not repeat
+    the steps it replays, and a line that failed to write is restored. The old file is never read.
     """
 
     def __init__(self, path: Path):
@@ -148,15 +149,8 @@ class MetricsLog:
     def begin(self, trainer: "Trainer", metrics: dict) -> None:
         if not trainer.is_main:
             return
-        kept = []
-        if self.path.exists() and trainer.step > 0:
-            for line in self.path.read_text().splitlines():
-                try:
-                    if json.loads(line).get("step", math.inf) <= trainer.step:
-                        kept.append(line)
-                except json.JSONDecodeError:  # a line cut by a kill
-                    continue
-        text = "".join(line + "\n" for line in kept)
+        kept = [record for record in trainer.history if record.get("step", math.inf) <= trainer.step]
+        text = "".join(json.dumps(record) + "\n" for record in kept)
         atomic_write(self.path, lambda f: f.write(text.encode()))  # replaces a link, never writes through it
 
     def log(self, trainer: "Trainer", metrics: dict) -> None:
@@ -409,8 +403,16 @@ class Trainer:
         if self.is_main:
             self.folder.prepare()
             self._write_run_files()
-        previous = self._install_signal_handlers()
-        self._fire("on_train_begin", {"step": self.step})
+        previous = None
+        try:  # the handlers are restored whatever happens, a callback failing at the start included
+            previous = self._install_signal_handlers()
+            self._fire("on_train_begin", {"step": self.step})
+            yield from self._loop()
+        finally:
+            self._restore_signal_handlers(previous)
+
+    def _loop(self) -> Iterator[dict]:
+        """The steps, logs and checkpoints to the last step; an error ends the callbacks and says what was saved."""
         try:
             self.model.train()
             self.objective.train()
@@ -437,8 +439,6 @@ class Trainer:
             if isinstance(error, (NonFiniteLossError, TrainingError, GeneratorExit, KeyboardInterrupt)):
                 raise
             raise TrainingError(self.folder.stopped_by(error, self.step, self.save)) from error
-        finally:
-            self._restore_signal_handlers(previous)
 
     def _checkpoint_due(self) -> bool:
         return self.step % self.cfg.checkpoint_every == 0 and self.step < self.last_step
@@ -471,7 +471,7 @@ class Trainer:
         self.train_seconds += seconds
         record.update(step=self.step, epoch=self.step / self.steps_per_epoch, seconds=self.train_seconds,
                       images_per_s=steps * self.cfg.batch_size / max(seconds, 1e-9))
-        self.folder.check_finite(record, self.objective.checked, self.step, self.cfg.lr)
+        self.folder.check_finite(record, self.objective.checked, self.step, self.cfg)
         self.history.append(record)
         self._fire("on_log", record)
         return record
@@ -521,7 +521,7 @@ class Trainer:
             return
         optimizer_state = [v for state in self.optimizer.state.values() for v in state.values()]
         weights = [*self.model.state_dict().values(), *self.objective.state_dict().values()]
-        self.folder.save(self.state(), [*weights, *optimizer_state], self.step, self.cfg.lr)
+        self.folder.save(self.state(), [*weights, *optimizer_state], self.step, self.cfg)
 
     def _resume(self) -> None:
         state = self.folder.load(self.cfg, self.device)

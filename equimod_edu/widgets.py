@@ -132,29 +132,56 @@ def _outside_html(outside: list) -> str:
     return (f'<div class="equimod-outside" style="color: #b00020"><b>outside the training range:</b> '
             f'{html.escape(", ".join(outside))}</div>')
 
-def check_control_value(control, name: str, value) -> None:
-    """Raise ValueError unless `value` is one the control can show as it is (sliders would clamp it silently)."""
+def _is_integer(value) -> bool:
+    """Whether `value` is a Python or numpy integer (not a bool: True is no index)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+def check_control_value(control, name: str, value):
+    """`value` as the control holds it (numpy scalars become bool, int or float, an order a tuple of ints).
+
+    Raises ValueError naming the control and what it takes unless the control can show the value as it
+    is: sliders would clamp or truncate it silently, and a checkbox refuses numpy's bool.
+    """
     import ipywidgets
 
     if isinstance(control, ipywidgets.Checkbox):
         if not isinstance(value, (bool, np.bool_)):
             raise ValueError(f"{name} is on/off: pass True or False, got {value!r}")
-        return
+        return bool(value)
     if isinstance(control, ipywidgets.Dropdown):
         options = [option for _, option in control.options]
-        if tuple(value) not in options:
-            raise ValueError(f"{name} must be one of the 24 orders of (0, 1, 2, 3), got {value!r}")
-        return
+        order = value.tolist() if isinstance(value, (np.ndarray, torch.Tensor)) else value
+        order = tuple(order) if isinstance(order, (tuple, list)) and all(map(_is_integer, order)) else None
+        if order not in options:
+            raise ValueError(f"{name} must be one of the 24 orders of (0, 1, 2, 3), a tuple such as (3, 0, 1, 2); "
+                             f"got {value!r}")
+        return tuple(int(i) for i in order)
+    if isinstance(control, ipywidgets.IntSlider):  # the image index
+        if not _is_integer(value):
+            raise ValueError(f"{name} is an index: pass an integer from {control.min} to {control.max}, "
+                             f"got {value!r}")
+        if not control.min <= value <= control.max:
+            raise ValueError(f"{name} must be an index from {control.min} to {control.max} "
+                             f"({control.max + 1} images), got {value}")
+        return int(value)
     is_number = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
     if not is_number or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if not control.min <= value <= control.max:
         raise ValueError(f"{name} = {value} is outside the slider's range [{control.min}, {control.max}]")
+    return float(value)
 
 
 # ============================================================================================
 # Explorers
 # ============================================================================================
+def _some_images(images, name: str) -> torch.Tensor:
+    """as_images(images), refused in one line when it holds no image."""
+    images = as_images(images)
+    if len(images) == 0:
+        raise ValueError(f"{name} holds no image: give at least one, (N, 3, H, W) uint8 with N >= 1")
+    return images
+
 class _Explorer:
     """What every explorer shares: controls, update = compute + render, holding updates, the widget.
 
@@ -167,12 +194,12 @@ class _Explorer:
     def __init__(self, images, aug: AugmentationConfig, image: int = 0, continuous_update: bool = False):
         import ipywidgets as widgets
 
-        self.images = as_images(images)
+        self.images = _some_images(images, "images")
         self.aug = aug
         self.controls = augmentation_controls(aug, len(self.images), continuous_update)
         self.marks = training_marks(aug)     # name -> "trained: ..." next to the control
         self._identity = {name: w.value for name, w in self.controls.items() if name != "image"}
-        self.controls["image"].value = image
+        self.controls["image"].value = check_control_value(self.controls["image"], "image", image)
         self.output = widgets.Output()
         self.readout = widgets.HTML()        # the numbers of the figure, as text (copyable, searchable)
         self.result: Optional[dict] = None
@@ -225,15 +252,23 @@ class _Explorer:
         self.update()
 
     def set(self, **values) -> dict:
-        """Set controls by name (e.g. ``set(hue=0.3, flip=True)``) with a single update; returns the result."""
+        """Set controls by name (e.g. ``set(hue=0.3, flip=True)``) with a single update; returns the result.
+
+        Every value is checked first (``check_control_value``): one refused, none moves.
+        """
         unknown = set(values) - set(self.controls)
         if unknown:
             raise ValueError(f"unknown controls {sorted(unknown)}; this explorer has {list(self.controls)}")
-        for name, value in values.items():
-            check_control_value(self.controls[name], name, value)
-        with self.hold():
-            for name, value in values.items():
-                self.controls[name].value = tuple(value) if name == "order" else value
+        checked = {name: check_control_value(self.controls[name], name, value) for name, value in values.items()}
+        before = self.values()
+        with self.hold():  # all or nothing: every value was checked before any control moves
+            try:
+                for name, value in checked.items():
+                    self.controls[name].value = value
+            except Exception:
+                for name in checked:
+                    self.controls[name].value = before[name]
+                raise
         return self.result
 
     def reset(self) -> dict:
@@ -437,7 +472,7 @@ class DisplacementExplorer(_Explorer):
         self.gallery_size, self.seed, self.zoom = gallery_size, seed, zoom
         self.models = {name: _model_view(name, entry) for name, entry in models.items()}
         self.fit_count = 0  # PCA fits so far: one per model, at construction
-        reference = self.images if reference_images is None else as_images(reference_images)
+        reference = self.images if reference_images is None else _some_images(reference_images, "reference_images")
         self._fit_maps(reference, reference_views)
         self.update()
 

@@ -136,3 +136,48 @@ def test_the_quoting_rule_finds_prose_numbers_the_run_did_not_print():
     assert unprinted_numbers(nb, "full") == [(1, "3.434"), (2, "0.812"), (3, "0.555")]
     nb.cells[1].source = nb.cells[1].source.replace("; loss 3.434", "")
     assert unprinted_numbers(nb, "fast") == [(3, "0.555")]
+
+
+@pytest.mark.parametrize("text,reason", [
+    ('<<<<<<< HEAD\n{"cells": []}\n=======\n{"cells": [1]}\n>>>>>>> theirs\n', "merge conflict"),
+    ('{"cells": 5, "nbformat": 4, "nbformat_minor": 5, "metadata": {}}', "not a notebook"),
+    ("[1, 2]", "not a notebook"),
+    ('{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": "code", "source": 5}]}',
+     "not a notebook"),
+])
+def test_a_notebook_that_is_not_json_or_not_a_notebook_stops_the_build_in_one_line_before_any_kernel(
+        tmp_path, monkeypatch, capsys, text, reason):
+    from equimod_edu import book as book_module
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    (folder / NOTEBOOK_01.name).write_bytes(NOTEBOOK_01.read_bytes())
+    (folder / "02_broken.ipynb").write_text(text)
+
+    def no_kernel(*args, **kwargs):
+        raise AssertionError("a notebook was executed before every notebook was read")
+
+    monkeypatch.setattr(book_module, "execute_notebook", no_kernel)
+    code = book_module.main(["--notebooks", str(folder), "--out", str(tmp_path / "book")])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert str(folder / "02_broken.ipynb") in lines[0] and reason in lines[0] and "git" in lines[0]
+    assert not (tmp_path / "book").exists()
+
+
+@pytest.mark.parametrize("value", ["-5", "0"])
+def test_a_timeout_that_is_not_positive_is_refused(tmp_path, monkeypatch, capsys, value):
+    from equimod_edu import book as book_module
+
+    def no_kernel(*args, **kwargs):
+        raise AssertionError("a notebook was executed")
+
+    monkeypatch.setattr(book_module, "execute_notebook", no_kernel)
+    with pytest.raises(SystemExit) as stop:
+        book_module.main(["--only", "01", "--timeout", value, "--out", str(tmp_path / "book")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "--timeout" in err and "at least 1 s" in err and f"got {value}" in err
+    with pytest.raises(ValueError, match="timeout"):
+        book_module.build([NOTEBOOK_01], tmp_path / "book", timeout=int(value))
+    assert not (tmp_path / "book").exists()

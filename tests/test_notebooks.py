@@ -122,6 +122,17 @@ def test_notebooks_call_the_library_and_leave_exercise_stubs(path):
             f"{path.name} calls {name}: import it from equimod_edu.{home}")
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_retrain_cells_leave_deleting_a_run_folder_to_the_trainer(path):
+    """No code cell deletes a run folder itself: `Trainer(cfg, overwrite=True)` does, under the folder's lock.
+
+    A `shutil.rmtree` of the folder first would delete the lock of a training writing there and mix the two runs.
+    """
+    for cell in code_cells(read(path)):
+        assert "rmtree(" not in cell.source, (
+            f"{path.name}: a code cell deletes a folder with rmtree; let Trainer(cfg, overwrite=True) replace the run")
+
+
 # ---------------------------------------------------------------- running them
 @pytest.mark.slow
 @pytest.mark.timeout(3 * TIMEOUT_S)

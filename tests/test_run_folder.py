@@ -5,6 +5,7 @@ Trainer and the CLI, one test per failure kind, is in test_reliability.py.
 """
 
 import errno
+import json
 import math
 
 import pytest
@@ -12,7 +13,15 @@ import torch
 
 from equimod_edu.checkpoint import save_checkpoint
 from equimod_edu.files import TEMP_PREFIX, RunFolderError
-from equimod_edu.run_folder import RESUMABLE_CHANGES, RUN_FILES, NonFiniteLossError, RunFolder
+from equimod_edu.run_folder import (
+    RESUMABLE_CHANGES,
+    REUSABLE_CHANGES,
+    RUN_FILES,
+    NonFiniteLossError,
+    RunFolder,
+    changed_settings,
+    non_finite_advice,
+)
 
 
 @pytest.mark.parametrize("name", RUN_FILES)
@@ -44,25 +53,42 @@ def test_prepare_removes_temporary_files_and_with_overwrite_the_old_run(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["notes.txt"]  # only the run's files go
 
 
-def test_check_finite_checks_the_named_entries_and_says_what_was_kept(tmp_path):
-    folder = RunFolder(tmp_path)
-    folder.check_finite({"loss": 1.0, "images_per_s": math.nan}, ("loss",), 5, 0.1)  # unchecked entries pass
+def test_check_finite_checks_the_named_entries_and_says_what_was_kept(tmp_path, tiny_config):
+    folder, cfg = RunFolder(tmp_path), tiny_config(tmp_path, lr=0.1)
+    folder.check_finite({"loss": 1.0, "images_per_s": math.nan}, ("loss",), 5, cfg)  # unchecked entries pass
     with pytest.raises(NonFiniteLossError, match="by step 5.*no checkpoint was written yet.*lower lr \\(now 0.1\\)"):
-        folder.check_finite({"loss": math.inf}, ("loss",), 5, 0.1)
+        folder.check_finite({"loss": math.inf}, ("loss",), 5, cfg)
     folder.checkpoint.write_bytes(b"x")
     with pytest.raises(NonFiniteLossError, match="last good checkpoint is kept"):
-        folder.check_finite({"loss": 1.0, "equi": math.nan}, ("loss", "equi"), 6, 0.1)
+        folder.check_finite({"loss": 1.0, "equi": math.nan}, ("loss", "equi"), 6, cfg)
 
 
-def test_save_writes_a_finite_checkpoint_and_keeps_it_when_the_tensors_are_not_finite(tmp_path):
-    folder = RunFolder(tmp_path)
-    folder.save({"model": {}, "step": 1}, [torch.ones(3), torch.arange(3)], 1, 0.1)
+def test_save_writes_a_finite_checkpoint_and_keeps_it_when_the_tensors_are_not_finite(tmp_path, tiny_config):
+    folder, cfg = RunFolder(tmp_path), tiny_config(tmp_path, lr=0.1)
+    folder.save({"model": {}, "step": 1}, [torch.ones(3), torch.arange(3)], 1, cfg)
     assert torch.load(folder.checkpoint, weights_only=True)["step"] == 1
     with pytest.raises(NonFiniteLossError, match="by step 2; the last finite checkpoint is kept"):
-        folder.save({"model": {}, "step": 2}, [torch.tensor([1.0, math.nan])], 2, 0.1)
+        folder.save({"model": {}, "step": 2}, [torch.tensor([1.0, math.nan])], 2, cfg)
     assert torch.load(folder.checkpoint, weights_only=True)["step"] == 1
     with pytest.raises(NonFiniteLossError, match="no checkpoint was written"):
-        RunFolder(tmp_path / "b").save({"model": {}}, [torch.tensor(math.inf)], 1, 0.1)
+        RunFolder(tmp_path / "b").save({"model": {}}, [torch.tensor(math.inf)], 1, cfg)
+
+
+@pytest.mark.parametrize("changes,named", [(dict(temperature_inv=1e-30), "temperature_inv=1e-30"),
+                                           (dict(temperature_equi=1e-5), "temperature_equi=1e-05"),
+                                           (dict(temperature_inv=1e-30, base="byol"), "lower lr"),  # BYOL: none
+                                           (dict(lr=3.0), "lower lr (now 3.0)")])
+def test_the_non_finite_advice_names_a_tiny_temperature_the_objective_uses_else_the_lr(tmp_path, tiny_config,
+                                                                                      changes, named):
+    assert named in non_finite_advice(tiny_config(tmp_path, **changes))
+
+
+def test_changed_settings_ignores_the_given_fields_and_tuples_against_lists(tmp_path, tiny_config):
+    groups = ("crop", "hue")
+    saved = json.loads(json.dumps(tiny_config(tmp_path, param_groups=groups).to_dict()))  # as config.json: lists
+    assert changed_settings(saved, tiny_config(tmp_path / "moved", param_groups=groups, max_steps=3)) == []
+    changed = changed_settings(saved, tiny_config(tmp_path, param_groups=groups, max_steps=3, lr=1.0), REUSABLE_CHANGES)
+    assert changed == ["lr", "max_steps"]
 
 
 def test_load_refuses_changed_settings_but_the_resumable_ones(tmp_path, tiny_config):

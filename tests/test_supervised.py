@@ -1,5 +1,7 @@
 """supervised.py: the supervised reference trains, resumes and reads back like any run; label efficiency."""
 
+import dataclasses
+
 import pytest
 import torch
 from helpers import TINY
@@ -27,6 +29,11 @@ def test_supervised_training_learns_the_labels_and_resumes(tmp_path, shapes16):
     # an existing finished checkpoint is continued, not retrained
     _, again = train_supervised(cfg, shapes16)
     assert again["steps"] == info["steps"]
+    # a finished run of other settings is not reused: refused, or (overwrite=True, compare's folders) trained again
+    with pytest.raises(ValueError, match="trained with lr=0.003, this one asks for 0.001.*overwrite=True"):
+        train_supervised(dataclasses.replace(cfg, lr=1e-3), shapes16)
+    _, other = train_supervised(dataclasses.replace(cfg, lr=1e-3, epochs=1), shapes16, overwrite=True, log=print)
+    assert other["steps"] == 96 // 16 and load_checkpoint(tmp_path / "sup")["config"]["lr"] == 1e-3
     aug = supervised_augmentation(cfg.augmentation())
     assert aug.jitter_p == 0 and aug.gray_p == 0 and aug.crop_scale == cfg.augmentation().crop_scale
 
@@ -44,3 +51,9 @@ def test_per_class_subset_and_label_efficiency(tmp_path, shapes16):
     assert result["per_class"] == [1, 4] and set(result["curves"]) == {"random", "supervised from scratch"}
     assert all(0 <= a <= 1 for curve in result["curves"].values() for a in curve)
     assert result["chance"] == pytest.approx(1 / 8) and result["n_test"] == 32
+
+
+@pytest.mark.parametrize("per_class", [(), (0,), (1, -2), (2.5,)])
+def test_label_efficiency_refuses_labels_per_class_below_one(per_class, shapes16):
+    with pytest.raises(ValueError, match="per_class"):
+        label_efficiency({}, shapes16, shapes16, per_class=per_class, log=lambda *_: None)

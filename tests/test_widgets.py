@@ -10,6 +10,7 @@ import re
 import time
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -137,6 +138,64 @@ def test_set_moves_several_controls_with_one_update_and_rejects_unknown_names(im
         explorer.set(rotation=10)
     explorer.reset()
     assert torch.allclose(explorer.result["augmented"], as_float(images[0]), atol=1e-4)
+
+
+def test_set_refuses_an_order_that_is_not_a_jitter_order_in_one_line(images):
+    explorer = widgets.AugmentationExplorer(images, AUG)
+    for bad in (5, "3012", (0, 1, 2), (0, 1, 2, 3.5), None):
+        with pytest.raises(ValueError, match=r"^order must be one of the 24 orders of \(0, 1, 2, 3\), a tuple such as"):
+            explorer.set(order=bad)
+    assert explorer.set(order=np.array([3, 0, 1, 2]), hue=0.2)["params"].order[0].tolist() == [3, 0, 1, 2]
+    assert explorer.controls["order"].value == (3, 0, 1, 2) and type(explorer.controls["order"].value[0]) is int
+
+
+def test_set_checks_every_value_before_moving_any_control_and_takes_numpy_scalars(images):
+    explorer = widgets.AugmentationExplorer(images, AUG)
+    before, n = explorer.values(), len(explorer.timings)
+    for bad in (dict(hue=0.3, flip="yes"), dict(hue=0.3, brightness=np.float32("nan")), dict(hue=0.3, image=99)):
+        with pytest.raises(ValueError):
+            explorer.set(**bad)
+        assert explorer.values() == before and len(explorer.timings) == n   # nothing moved, nothing drawn
+    result = explorer.set(hue=np.float32(0.25), flip=np.bool_(True), brightness=np.float64(1.2), image=np.int64(3))
+    assert result["params"].hue[0] == pytest.approx(0.25) and result["params"].flip[0]
+    assert result["params"].brightness[0] == pytest.approx(1.2) and explorer.image_index == 3
+    assert torch.equal(result["original"], images[3]) and explorer.controls["flip"].value is True
+    assert explorer.values() == {**explorer.values(), "hue": 0.25, "flip": True, "image": 3}
+
+
+def test_a_value_a_control_refuses_after_the_check_moves_no_control(images, monkeypatch):
+    """All or nothing even past the check: a control that refuses its value puts back the ones already moved."""
+    explorer = widgets.AugmentationExplorer(images, AUG)
+    before, png = explorer.values(), explorer.png
+    monkeypatch.setattr(widgets, "check_control_value", lambda control, name, value: value)  # no check, no conversion
+    with pytest.raises(Exception, match="boolean"):          # traitlets' TraitError: a Checkbox takes no numpy bool
+        explorer.set(hue=0.3, flip=np.bool_(True))
+    assert explorer.values() == before and explorer.png == png
+
+
+def test_the_image_index_must_be_a_whole_number_within_the_images(images):
+    explorer = widgets.AugmentationExplorer(images, AUG)
+    for bad in (2.7, 2.0, True, "2", np.float32(1)):
+        with pytest.raises(ValueError, match=r"^image is an index: pass an integer from 0 to 7"):
+            explorer.set(image=bad)
+    for bad in (8, -1, np.int64(50)):
+        with pytest.raises(ValueError, match=r"^image must be an index from 0 to 7 \(8 images\), got"):
+            explorer.set(image=bad)
+    assert explorer.image_index == 0
+    with pytest.raises(ValueError, match=r"^image must be an index from 0 to 7 \(8 images\), got 50$"):
+        widgets.AugmentationExplorer(images, AUG, image=50)
+    assert widgets.AugmentationExplorer(images, AUG, image=np.int64(7)).image_index == 7
+
+
+def test_an_explorer_refuses_no_images_at_construction(models, images):
+    with pytest.raises(ValueError, match=r"^images holds no image: give at least one"):
+        widgets.AugmentationExplorer(images[:0], AUG)
+    with pytest.raises(ValueError, match=r"^images holds no image"):
+        widgets.DisplacementExplorer(models, images[:0], AUG, reference_views=8)
+    with pytest.raises(ValueError, match=r"^reference_images holds no image"):
+        widgets.DisplacementExplorer(models, images, AUG, reference_images=images[:0], reference_views=8)
+    with pytest.raises(ValueError, match=r"^image must be an index from 0 to 7"):   # refused before any fitting
+        widgets.DisplacementExplorer(models, images, AUG, image=50, reference_views=8)
 
 
 # ---------------------------------------------------------------- the displacement explorer
