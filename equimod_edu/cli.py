@@ -67,8 +67,9 @@ def _optional(cast):
     return lambda text: NONE_GIVEN if text.lower() in ("none", "") else cast(text)
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_class) -> None:
-    """One --flag per dataclass field, typed from its annotation; default None = 'not given'."""
+def add_config_flags(parser: argparse.ArgumentParser, config_class, helps: typing.Optional[dict] = None) -> None:
+    """One --flag per dataclass field, typed from its annotation; default None = 'not given'; helps: field -> help."""
+    helps = helps or {}
     hints = typing.get_type_hints(config_class)
     for f in dataclasses.fields(config_class):
         flag = "--" + f.name.replace("_", "-")
@@ -76,14 +77,17 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class) -> None:
         args = typing.get_args(hint)
         base = next((a for a in args if a is not type(None)), hint) if args else hint
         if base is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=helps.get(f.name))
         elif base is dict:
-            parser.add_argument(flag, dest=f.name, type=_parse_overrides, default=None, metavar="K=V,...")
+            parser.add_argument(flag, dest=f.name, type=_parse_overrides, default=None, metavar="K=V,...",
+                                help=helps.get(f.name))
         elif base is tuple:
             parser.add_argument(flag, dest=f.name, default=None, metavar="A,B,...",
-                                type=_optional(lambda s: tuple(filter(None, s.split(",")))))
+                                type=_optional(lambda s: tuple(filter(None, s.split(",")))), help=helps.get(f.name))
         else:
-            parser.add_argument(flag, dest=f.name, type=_optional(base) if args else base, default=None)
+            parser.add_argument(flag, dest=f.name, type=_optional(base) if args else base, default=None,
+                                help=helps.get(f.name))
 
 
 def _given(args, config_class) -> dict:
@@ -365,7 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="run folder (same as --out-dir)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--overwrite", action="store_true", help="delete the run already in --out and start over")
-    add_config_flags(train, TrainConfig)
+    from .train import OBJECTIVES
+    add_config_flags(train, TrainConfig, helps={
+        "objective": f"what is optimised: one of {', '.join(OBJECTIVES)} (default self-supervised: the base, "
+                     f"with EquiMod unless --no-equimod)",
+        "augself_groups": "the relative parameters AugSelf regresses (--objective augself): crop,colour"})
     train.set_defaults(func=cmd_train)
     return parser
 

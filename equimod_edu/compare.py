@@ -35,7 +35,8 @@ from .train import Trainer
 #: image then differ, for the predictor, only by their colour changes, so the module must use them.
 #: "equimod-mlp-cyclic-colour-h" combines the two; "...-lam0.3" weighs its loss 0.3 instead of 1.
 #: "equimod-lam0", "-lam0.3", "-lam3": the paper's module with its loss weighted 0, 0.3 or 3
-#: (lam 0: the module is built and measured but nothing trains it), a lambda sweep.
+#: (lam 0: the module is built and measured but nothing trains it), a lambda sweep. "augself": SimCLR
+#: plus AugSelf's head regressing the views' relative crop and colour parameters (augself.py).
 #: A "*-time" variant trains ``TIME_MATCH[variant]`` times more epochs: the
 #: baseline given the wall time of its EquiMod twin (equal compute, not only equal epochs).
 NO_COLOUR = {"hue": 0.0, "saturation": 0.0, "gray_p": 0.0}
@@ -43,6 +44,7 @@ VARIANTS = {
     "simclr": dict(base="simclr", equimod=False),
     "simclr-no-colour": dict(base="simclr", equimod=False, augment_overrides=NO_COLOUR),
     "simclr-time": dict(base="simclr", equimod=False),
+    "augself": dict(base="simclr", equimod=False, objective="augself"),
     "equimod": dict(base="simclr", equimod=True),
     "equimod-mlp-cyclic": dict(base="simclr", equimod=True, predictor_depth=1, hue_encoding="cyclic"),
     # the weight of the equivariance loss (paper: 1); lam 0 keeps the module, trained by nothing, measured

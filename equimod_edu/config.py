@@ -21,7 +21,10 @@ import torch
 from .augment import AugmentationConfig
 from .models import ModelConfig
 
-__all__ = ["TrainConfig", "check_fields"]
+__all__ = ["AUGSELF_GROUPS", "TrainConfig", "check_fields"]
+
+#: The groups of relative parameters the AugSelf objective may regress (augself.AUGSELF_COLUMNS).
+AUGSELF_GROUPS = ("crop", "colour")
 
 
 def check_fields(cls, values: dict) -> None:
@@ -65,10 +68,14 @@ class TrainConfig:
     byol_hidden: int = 4096
     ema_base: float = 0.996
     # loss
-    objective: str = "self-supervised"    # what is optimised (train.OBJECTIVES): base + EquiMod | "supervised"
+    objective: str = "self-supervised"    # train.OBJECTIVES: base + EquiMod | "augself" (+ AugSelf) | "supervised"
     lam: float = 1.0                      # weight of the equivariance loss
     temperature_inv: float = 0.5          # NT-Xent (SimCLR)
     temperature_equi: float = 0.2         # equivariance InfoNCE
+    # AugSelf (objective "augself" only; augself.py): a head regressing the views' relative parameters
+    augself_weight: float = 1.0           # weight of its MSE beside the base loss
+    augself_groups: tuple = AUGSELF_GROUPS  # which relative parameters: "crop", "colour"
+    augself_hidden: int = 512             # width of its 3-layer MLP
     # optimisation
     epochs: int = 800
     batch_size: int = 512                 # global, over all processes
@@ -95,8 +102,9 @@ class TrainConfig:
     progress: bool = True                 # tqdm progress bar
 
     def __post_init__(self):
-        if isinstance(self.param_groups, list):
-            self.param_groups = tuple(self.param_groups)
+        for name in ("param_groups", "augself_groups"):  # lists (config.json) become tuples
+            if isinstance(getattr(self, name), list):
+                setattr(self, name, tuple(getattr(self, name)))
 
     # ---- presets: small named overrides of this one config (nanoGPT's config/*.py) ---------
     PRESETS = {
@@ -151,7 +159,7 @@ class TrainConfig:
         if self.stream and not self.dataset.startswith("folder:"):
             bad("stream", f"streaming decodes image files; {self.dataset!r} lives in memory (use a 'folder:PATH' "
                           f"dataset, or leave stream unset)")
-        for name in ("epochs", "batch_size", "log_every", "checkpoint_every", "num_workers", "seed"):
+        for name in ("epochs", "batch_size", "log_every", "checkpoint_every", "num_workers", "seed", "augself_hidden"):
             value = getattr(self, name)
             may_be_zero = name in ("num_workers", "seed")
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if may_be_zero else 1):
@@ -161,7 +169,7 @@ class TrainConfig:
         if self.batch_size < 2:
             bad("batch_size", "must be >= 2: the contrastive losses need other images of the batch as negatives")
         numbers = ("lr", "weight_decay", "momentum", "trust_coefficient", "warmup_epochs", "lam", "temperature_inv",
-                   "temperature_equi", "ema_base")
+                   "temperature_equi", "ema_base", "augself_weight")
         for name in numbers:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -173,9 +181,13 @@ class TrainConfig:
         for name in ("lr", "temperature_inv", "temperature_equi"):
             if not getattr(self, name) > 0:
                 bad(name, "must be > 0")
-        for name in ("weight_decay", "momentum", "lam"):
+        for name in ("weight_decay", "momentum", "lam", "augself_weight"):
             if not getattr(self, name) >= 0:
                 bad(name, "must be >= 0")
+        groups = self.augself_groups
+        if not (isinstance(groups, tuple) and groups and set(groups) <= set(AUGSELF_GROUPS)
+                and len(set(groups)) == len(groups)):
+            bad("augself_groups", f"must be one or more of {AUGSELF_GROUPS}, each once")
         if not self.trust_coefficient > 0:
             bad("trust_coefficient", "must be > 0")
         if not 0 <= self.warmup_epochs <= self.epochs:

@@ -18,7 +18,8 @@ or from Python (the notebooks do this):
         print(metrics)
 
 What is optimised is an objective (objectives.py), chosen by ``cfg.objective`` in
-``OBJECTIVES``: the SimCLR / BYOL base with the EquiMod module, or supervised cross-entropy.
+``OBJECTIVES``: the SimCLR / BYOL base with the EquiMod module, that base plus AugSelf's head
+(augself.py), or supervised cross-entropy.
 One step (docs/design.md section 1), ``Trainer.train_step``: the batch the objective needs
 (views = x_o, (x_1, t_1), (x_2, t_2), labels); out = objective(model, batch), e.g.
 model(x_o, x_1, x_2, t_1, t_2); loss = L_inv + lambda * L_equi; optimiser step; BYOL EMA.
@@ -51,6 +52,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .augment import Views
 from .augment_cuda import augmenter_for
+from .augself import AugSelf
 from .checkpoint import describe
 from .config import TrainConfig
 from .data import load_dataset
@@ -65,7 +67,8 @@ from .run_folder import NonFiniteLossError, RunFolder, TrainingError
 __all__ = ["Trainer", "OBJECTIVES", "TrainingNet", "ProgressBar", "MetricsLog", "EVENTS", "environment"]
 
 #: The objectives TrainConfig.objective names (a new one: its module, and one line here).
-OBJECTIVES: dict[str, type[Objective]] = {"self-supervised": SelfSupervised, "supervised": Supervised}
+OBJECTIVES: dict[str, type[Objective]] = {"self-supervised": SelfSupervised, "augself": AugSelf,
+                                          "supervised": Supervised}
 
 
 def _folder_path(dataset: str) -> Path:

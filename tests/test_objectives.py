@@ -24,6 +24,7 @@ CASES = {
     "simclr+equimod": dict(),
     "simclr": dict(equimod=False),
     "byol+equimod": dict(base="byol"),
+    "simclr+augself": dict(objective="augself", equimod=False),
     "supervised": dict(objective="supervised", equimod=False, optimizer="adamw", lr=3e-3),
 }
 
@@ -152,5 +153,5 @@ def test_the_supervised_objective_runs_in_the_same_loop_its_head_trained_checkpo
     assert torch.equal(params_of(resumed.model), params_of(straight.model))
     assert torch.equal(resumed.objective.classifier.weight, straight.objective.classifier.weight)
     with pytest.raises(ValueError, match="TrainConfig.objective"):
-        Trainer(tiny_config(tmp_path / "c", objective="augself"), dataset=data)
+        Trainer(tiny_config(tmp_path / "c", objective="no-such-objective"), dataset=data)
     assert not (tmp_path / "c").exists()
