@@ -36,15 +36,15 @@ demo: setup
 	$(PY) -m equimod_edu.cli demo
 
 # The linter (ruff: [tool.ruff] in pyproject.toml), then every test, the slow and browser ones included
-# (what CI runs: .ci/run).
+# (what CI runs: .ci/run), in one pytest-xdist worker per core (-n auto; a plain `pytest` runs them in one).
 test: setup browser
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest --run-slow
+	$(PY) -m pytest --run-slow -n auto
 
 # The quick local loop: the tests marked slow or browser are skipped (conftest.py).
 test-fast: setup
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 lab: setup
 	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks/

@@ -1,7 +1,9 @@
 """Speed of a training step and of an epoch: EquiMod against baselines measured in the same run.
 
     python benchmarks/train_step.py                         # --mode step: EquiMod / SimCLR s/step
+    python benchmarks/train_step.py --mode variants --threads 1   # each compare variant / SimCLR, s/step
     python benchmarks/train_step.py --mode epoch            # per-image DataLoader / ours, s/epoch
+    python benchmarks/train_step.py --mode monitor --threads 1    # cpu-live SimCLR step with / without OnlineMonitor
     python benchmarks/train_step.py --mode gpu-epoch --device cuda   # s per 50k-image epoch
     bash benchmarks/gpu_check.sh                            # all GPU checks (GPU_CHECK_SMOKE=1: CPU)
 
@@ -16,6 +18,23 @@ machine, with the same torch threads; nothing is compared with a number from els
     ``--repeats`` blocks of ``--steps`` steps; the median seconds/step of each is kept. On CUDA
     each block is bracketed by ``torch.cuda.synchronize()``.
     Last line: ``ratio=<EquiMod s/step / SimCLR s/step>`` (target <= 1.6).
+
+--mode variants. The step cost of each ``compare`` variant (``--variants``, default SimCLR, EquiMod and
+    the augmentation-aware peers) at a preset's settings (``--preset``, default cpu-live: ConvNet,
+    batch 64, the synthetic augmentation) on random 32x32 images: one Trainer per variant, warmed up,
+    then timed in alternating blocks (the order rotated each repeat), medians kept. Prints ms/step,
+    images/s and ``ratio=`` each variant's s/step over the first variant's (the baseline). These
+    ratios are the "equal compute" of data/results/peers.json: a method at ratio r trains as long
+    as its baseline given r times the epochs. ``--threads 1`` as the comparisons train.
+    ``variant@precision`` sets one variant's precision (``--variants simclr@fp32,simclr@bf16,equimod@fp32,
+    equimod@bf16``: what bf16 autocast buys, side by side in one run).
+
+--mode monitor. The cost of monitor.OnlineMonitor (online linear probes of shape and colour on h of
+    the originals of 8 images a step, an eval-mode forward for SimCLR): two cpu-live SimCLR Trainers on
+    the synthetic set, one with the monitor attached, time ``train_step(step, next_batch(step))`` in
+    alternating blocks (medians), and ``ratio=`` with / without (aim <= 1.05). The epoch-end kNN (600 bank
+    + 300 test images, eval mode) is timed apart, ``--repeats`` times, and printed as seconds per epoch
+    and as a share of an epoch (aim <= 2 %).
 
 --mode epoch. The same EquiMod model (small ConvNet, CPU, batch 256) fed two ways:
     * baseline, the official code's style: a ``torch.utils.data.Dataset`` over uint8 HWC arrays
@@ -70,6 +89,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.machinery
+import json
 import statistics
 import sys
 import tempfile
@@ -204,6 +224,96 @@ def mode_step(args) -> None:
               f"(median of {repeats} x {steps} steps; spread {spread:.0%}; "
               f"all {', '.join(f'{x * 1e3:.0f}' for x in times[name])} ms)")
     print(f"ratio={result['equimod'] / result['simclr']:.3f}")
+
+
+# --------------------------------------------------------------------------------------------
+# --mode variants: the step cost of each compare variant, against the first
+# --------------------------------------------------------------------------------------------
+def mode_variants(args) -> None:
+    from equimod_edu.compare import variant_config
+
+    steps, repeats = args.steps or 5, args.repeats or 5
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]  # "simclr" or "simclr@bf16"
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {}
+        for name in names:
+            variant, _, precision = name.partition("@")
+            cfg = variant_config(variant, 0, args.preset, out_dir=f"{tmp}/{name}", progress=False, device=args.device,
+                                 log_every=10**9, checkpoint_every=10**9, precision=precision or args.precision)
+            trainers[name] = Trainer(cfg, dataset=random_dataset(max(cfg.batch_size, 256), cfg.augmentation().size))
+        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
+              f"preset {args.preset}, batch {cfg.batch_size}, precision {args.precision} "
+              f"(bf16: {trainers[names[0]].bf16})")
+        images = {name: t.data.images[: t.cfg.batch_size] for name, t in trainers.items()}
+        for name, t in trainers.items():
+            time_steps(t, images[name], 0, args.warmup)
+        times = {name: [] for name in trainers}
+        for r in range(repeats):  # rotate who goes first, so slow moments hit every variant
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                times[name].append(time_steps(trainers[name], images[name], args.warmup + r * steps, steps))
+    base = median_and_spread(times[names[0]])[0]
+    rows = {}
+    for name in names:
+        mid, spread = median_and_spread(times[name])
+        batch = trainers[name].cfg.batch_size
+        rows[name] = {"ms_per_step": mid * 1e3, "ratio": mid / base, "spread": spread}
+        print(f"{name:>24}: {mid * 1e3:7.1f} ms/step {batch / mid:7.0f} images/s  ratio={mid / base:.3f}  "
+              f"(median of {repeats} x {steps} steps; spread {spread:.0%})")
+    if args.json:
+        record = {"preset": args.preset, "precision": args.precision, "threads": torch.get_num_threads(),
+                  "steps": steps, "repeats": repeats, "baseline": names[0], "variants": rows,
+                  "command": "python benchmarks/train_step.py " + " ".join(sys.argv[1:])}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=2))
+        print(args.json)
+
+
+# --------------------------------------------------------------------------------------------
+# --mode monitor: the cpu-live SimCLR step with the online monitor / without
+# --------------------------------------------------------------------------------------------
+def time_loop_steps(trainer: Trainer, first_step: int, steps: int) -> float:
+    """Seconds per step of ``train_step(step, next_batch(step))``, as the loop runs them."""
+    synchronize(trainer.device)
+    start = time.perf_counter()
+    for step in range(first_step, first_step + steps):
+        metrics = trainer.train_step(step, trainer.next_batch(step))
+    float(metrics["loss"])
+    synchronize(trainer.device)
+    return (time.perf_counter() - start) / steps
+
+
+def mode_monitor(args) -> None:
+    from equimod_edu.monitor import OnlineMonitor
+
+    steps, repeats = args.steps or 10, args.repeats or 5
+    with tempfile.TemporaryDirectory() as tmp:
+        monitor = OnlineMonitor()
+        trainers = {}
+        for name in ("plain", "monitor"):
+            cfg = TrainConfig.preset("cpu-live", equimod=False, out_dir=f"{tmp}/{name}", progress=False,
+                                     device=args.device)
+            trainers[name] = Trainer(cfg, callbacks=[monitor] if name == "monitor" else [])
+        t = trainers["monitor"]
+        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, preset cpu-live "
+              f"SimCLR, batch {t.cfg.batch_size}, bf16 {t.bf16}, monitor columns {monitor.columns}")
+        for trainer in trainers.values():
+            time_loop_steps(trainer, 0, args.warmup)
+        times = {name: [] for name in trainers}
+        for r in range(repeats):  # alternate, and swap who goes first, so slow moments hit both
+            for name in (("plain", "monitor") if r % 2 == 0 else ("monitor", "plain")):
+                times[name].append(time_loop_steps(trainers[name], args.warmup + r * steps, steps))
+        for _ in range(repeats):
+            monitor.knn(t.model, t.augmenter, t.bf16)  # what the monitor runs at each epoch end
+        knn = monitor.knn_seconds[-repeats:]
+    result = {name: median_and_spread(times[name]) for name in times}
+    for name, (mid, spread) in result.items():
+        print(f"{name:>8}: {mid * 1e3:7.1f} ms/step  (median of {repeats} x {steps} steps; spread {spread:.0%})")
+    knn_mid, knn_spread = median_and_spread(knn)
+    epoch = result["plain"][0] * t.steps_per_epoch
+    print(f"kNN at an epoch end ({len(monitor.bank)} bank + {len(monitor.test)} test images): {knn_mid:.2f} s "
+          f"(median of {repeats}; spread {knn_spread:.0%}) = {knn_mid / epoch:.1%} of a {t.steps_per_epoch}-step "
+          f"epoch ({epoch:.1f} s)")
+    print(f"ratio={result['monitor'][0] / result['plain'][0]:.3f}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,7 +546,14 @@ def mode_linear_eval(args) -> None:
 # --------------------------------------------------------------------------------------------
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=("step", "epoch", "gpu-epoch", "linear-eval"), default="step")
+    parser.add_argument("--mode", choices=("step", "variants", "monitor", "epoch", "gpu-epoch", "linear-eval"),
+                        default="step")
+    parser.add_argument("--variants", default="simclr,equimod,augself,cassle,essl,care",
+                        help="variants mode: compare variants, the first is the baseline")
+    parser.add_argument("--preset", default="cpu-live", help="variants mode: the TrainConfig preset")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="variants mode: TrainConfig.precision of every variant")
+    parser.add_argument("--json", default=None, help="variants mode: also write the times and ratios to this file")
     parser.add_argument("--base", choices=("simclr", "byol"), default="simclr", help="gpu-epoch: the base method")
     parser.add_argument("--device", default=None, help="cpu | cuda[:i] (default: cpu; cuda for gpu-epoch)")
     parser.add_argument("--backbone", default=None, choices=("convnet", "resnet18", "resnet50"),
@@ -463,7 +580,9 @@ def main(argv=None):
     args.batch = args.batch or (512 if gpu_epoch else 256)
     args.warmup = args.warmup if args.warmup is not None else (3 if gpu_epoch else 2)
     args.images = args.images or (50_000 if gpu_epoch else 2048)
-    modes = {"step": mode_step, "epoch": mode_epoch, "gpu-epoch": mode_gpu_epoch, "linear-eval": mode_linear_eval}
+    modes = {"step": mode_step, "variants": mode_variants, "monitor": mode_monitor, "epoch": mode_epoch,
+             "gpu-epoch": mode_gpu_epoch,
+             "linear-eval": mode_linear_eval}
     modes[args.mode](args)
 
 

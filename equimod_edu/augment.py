@@ -369,15 +369,19 @@ class AugmentationConfig:
         return tuple(self.sample(n, image_size, generator, device, view=v) for v in (0, 1))
 
     def views(self, images: torch.Tensor, generator: Optional[torch.Generator] = None,
-              rows: Optional[slice] = None) -> Views:
+              rows: Optional[slice] = None, group_size: int = 0) -> Views:
         """x_o and two independently augmented views (view 0 and view 1 settings) with their params.
 
         images (N, 3, H, W). Parameters are drawn for all N images; `rows` then keeps a share of
         them (one process's share of a global batch: every process draws the same parameters).
         The parameters come from sample_pair's stream (a GPU's augment_cuda draws both at once).
+        group_size > 0: each view's parameters are shared within contiguous groups of that many
+        images of the N (``share_within_groups``, before `rows`); 0: every image its own draw.
         """
         check_images(images)
         p1, p2 = self.sample_pair(images.shape[0], tuple(images.shape[-2:]), generator, images.device)
+        if group_size:
+            p1, p2 = share_within_groups(p1, group_size), share_within_groups(p2, group_size)
         if rows is not None:
             images, p1, p2 = images[rows], p1[rows], p2[rows]
         return Views(self.original(images), apply(images, p1, self), apply(images, p2, self), p1, p2)
@@ -519,6 +523,21 @@ def sample(config: AugmentationConfig, n: int, image_size=None, generator=None, 
     u = draw_uniforms(n, generator, device)
     return params_from_uniforms(config, u, image_size or (config.size, config.size),
                                 config.view_value("blur_p", view), config.view_value("solarize_p", view))
+
+
+def share_within_groups(params: AugmentationParams, group_size: int) -> AugmentationParams:
+    """One augmentation per group: row i takes the values of the first row of its group.
+
+    The N rows are cut into contiguous groups of ``group_size`` (rows 0..g-1, g..2g-1, ...); every
+    row of a group gets its first row's parameters, the crop box (fractions of the image) included,
+    so images of one size get the same pixels' box. CARE's views (care.py): one draw per group and
+    per view. N must be a multiple of group_size; group_size 1 changes nothing.
+    """
+    n = len(params)
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1 or n % group_size:
+        raise ValueError(f"group_size = {group_size!r}: must be a positive int dividing the {n} rows")
+    first_of_group = torch.arange(n, device=params.device) // group_size * group_size
+    return params[first_of_group]
 
 
 def _where(mask: torch.Tensor, op, images: torch.Tensor, *args: torch.Tensor) -> None:

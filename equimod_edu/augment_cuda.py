@@ -38,6 +38,7 @@ from .augment import (
     encoding_stats,
     params_from_uniforms,
     raw_vector,
+    share_within_groups,
 )
 from .functional import (
     centre_box,
@@ -142,17 +143,21 @@ class CudaAugment:
         return self.apply(images, params)
 
     def views(self, images: torch.Tensor, generator: Optional[torch.Generator] = None,
-              rows: Optional[slice] = None) -> Views:
+              rows: Optional[slice] = None, group_size: int = 0) -> Views:
         """``AugmentationConfig.views`` from one joint draw (``sample_views_together``).
 
-        Both views are made by one apply of 2N images; ``rows`` keeps a share of the same draw.
+        Both views are made by one apply of 2N images; ``rows`` keeps a share of the same draw;
+        ``group_size`` > 0 shares each view's parameters within groups of the N first.
         """
         check_images(images)
         n = images.shape[0]
         both = sample_views_together(self.config, n, tuple(images.shape[-2:]), generator, images.device)
         p1, p2 = both[:n], both[n:]
+        if group_size:
+            p1, p2 = share_within_groups(p1, group_size), share_within_groups(p2, group_size)
         if rows is not None:
             images, p1, p2 = images[rows], p1[rows], p2[rows]
+        if rows is not None or group_size:
             both = AugmentationParams.cat([p1, p2])
         x_1, x_2 = self.apply(torch.cat([images, images]), both).chunk(2)
         return Views(self.original(images), x_1, x_2, p1, p2)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import sys
 import time
@@ -165,6 +166,13 @@ def cmd_gallery(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """The type of --jobs: a whole number >= 1 (argparse names the flag in its error)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def _seeds(text: str, flag: str = "--seeds", minimum: int = 0) -> list[int]:
     """'0,1,2' -> [0, 1, 2] (also used for --per-class, with minimum 1); ValueError naming the flag."""
     try:
@@ -190,7 +198,8 @@ def cmd_compare(args) -> int:
         return 2
     result = compare(variants, _seeds(args.seeds), args.out, preset=args.preset,
                      overrides=_checked_overrides(args.overrides),
-                     fast_eval=not args.full_eval, progress=not args.no_progress, random_init=not args.no_random_init)
+                     fast_eval=not args.full_eval, progress=not args.no_progress, random_init=not args.no_random_init,
+                     jobs=args.jobs)
     print("\n" + table_markdown(result["summary"]))
     print(f"\nwall time {result['wall_seconds']:.0f} s")
     print(f"{Path(args.out) / 'comparison.json'}")
@@ -215,7 +224,7 @@ def cmd_demo(args) -> int:
         overrides = {"train_subset": 512, "epochs": 1, "batch_size": 64, **overrides}
         sizes = QUICK
     result = compare(["simclr", "equimod"], [args.seed], out, preset="cpu-live", overrides=overrides,
-                     progress=not args.no_progress, eval_sizes=sizes)
+                     progress=not args.no_progress, eval_sizes=sizes, jobs=args.jobs)
     table = table_markdown(result["summary"], DEMO_METRICS)
     print("\n" + table)
     protocol = _probe_protocol(out, args.seed)
@@ -327,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="TrainConfig overrides for both models, e.g. epochs=1,train_subset=2000")
     demo.add_argument("--quick", action="store_true", help="a one-minute smoke run (tiny budget; numbers mean little)")
     demo.add_argument("--no-progress", action="store_true")
+    demo.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
+                      help="train SimCLR and EquiMod at once, one process each (default: 2 where there are 2 cores)")
     demo.set_defaults(func=cmd_demo)
 
     gallery = sub.add_parser("gallery", help="the augmentation engine: two views of a few images and their parameters")
@@ -352,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--no-random-init", action="store_true",
                       help="leave out the random-init baseline (e.g. a second process sharing OUT)")
     comp.add_argument("--no-progress", action="store_true")
+    comp.add_argument("--jobs", type=_positive_int, default=1,
+                      help="train that many runs at once, one process each (e.g. 2 on a 2-core machine)")
     comp.set_defaults(func=cmd_compare)
 
     le = sub.add_parser("label-efficiency", help="accuracy against labels per class: frozen runs vs from scratch")
@@ -373,7 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(train, TrainConfig, helps={
         "objective": f"what is optimised: one of {', '.join(OBJECTIVES)} (default self-supervised: the base, "
                      f"with EquiMod unless --no-equimod)",
-        "augself_groups": "the relative parameters AugSelf regresses (--objective augself): crop,colour"})
+        "augself_groups": "the relative parameters AugSelf regresses (--objective augself): crop,colour",
+        "cassle_embed": "width of CASSLE's e(t), joined to h before the projector (--objective cassle --no-equimod)",
+        "care_group_size": "images per group sharing one augmentation per view (--objective care; divides "
+                           "the batch)",
+        "care_pair": "separate (the paper: an extra group-shared pair for the CARE loss, about 2x a SimCLR step) "
+                     "or shared (one group-shared pair for both losses) (--objective care)",
+        "essl_weight": "weight of E-SSL's rotation cross-entropy (--objective essl; paper 0.4)",
+        "essl_size": "side in pixels of E-SSL's small view: view 1 averaged down to it (--objective essl)",
+        "split_dim": "columns of z predicted by the hypernetwork, the last of z (--objective split; < z_dim)"})
     train.set_defaults(func=cmd_train)
     return parser
 

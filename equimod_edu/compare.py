@@ -12,8 +12,10 @@ each headline metric.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -37,6 +39,13 @@ from .train import Trainer
 #: "equimod-lam0", "-lam0.3", "-lam3": the paper's module with its loss weighted 0, 0.3 or 3
 #: (lam 0: the module is built and measured but nothing trains it), a lambda sweep. "augself": SimCLR
 #: plus AugSelf's head regressing the views' relative crop and colour parameters (augself.py).
+#: "care": SimCLR plus CARE's matching of the views' Gram matrices within groups sharing one augmentation (care.py):
+#: the paper's design, an extra group-shared pair for that loss (about 2x a SimCLR step). "care-shared": one
+#: group-shared pair feeds both losses (about a SimCLR step; the NT-Xent sees one augmentation pair per group).
+#: "essl": SimCLR plus E-SSL's head telling which of four rotations a small view shows (essl.py).
+#: "cassle": SimCLR whose projector also reads an MLP of each view's parameters t (cassle.py).
+#: "split": SimCLR whose z is split: half invariant, half predicted from the other view's half by a
+#: hypernetwork of the views' relative parameters (split.py, after SIE).
 #: A "*-time" variant trains ``TIME_MATCH[variant]`` times more epochs: the
 #: baseline given the wall time of its EquiMod twin (equal compute, not only equal epochs).
 NO_COLOUR = {"hue": 0.0, "saturation": 0.0, "gray_p": 0.0}
@@ -44,7 +53,13 @@ VARIANTS = {
     "simclr": dict(base="simclr", equimod=False),
     "simclr-no-colour": dict(base="simclr", equimod=False, augment_overrides=NO_COLOUR),
     "simclr-time": dict(base="simclr", equimod=False),
+    "simclr-time2": dict(base="simclr", equimod=False),
     "augself": dict(base="simclr", equimod=False, objective="augself"),
+    "care": dict(base="simclr", equimod=False, objective="care"),
+    "care-shared": dict(base="simclr", equimod=False, objective="care", care_pair="shared"),
+    "essl": dict(base="simclr", equimod=False, objective="essl"),
+    "cassle": dict(base="simclr", equimod=False, objective="cassle"),
+    "split": dict(base="simclr", equimod=False, objective="split"),
     "equimod": dict(base="simclr", equimod=True),
     "equimod-mlp-cyclic": dict(base="simclr", equimod=True, predictor_depth=1, hue_encoding="cyclic"),
     # the weight of the equivariance loss (paper: 1); lam 0 keeps the module, trained by nothing, measured
@@ -76,8 +91,10 @@ VARIANTS = {
 #: the backbone, its base 2: measured at the CPU recipe's batch size 64, one thread, an EquiMod
 #: step costs 1.55x a SimCLR step (1.2x with two threads, where small convolutions scale badly);
 #: 1.5 keeps the epochs whole. The comparisons record each run's train_seconds, so the match can
-#: be checked in data/results/.
-TIME_MATCH = {"simclr-time": 1.5, "byol-time": 1.5}
+#: be checked in data/results/. "simclr-time2" (twice the epochs) is the equal-time baseline of the
+#: peers that cost about 2x a SimCLR step (CARE's separate group-shared pair; E-SSL's rotations at 1.6x
+#: sit between the two), benchmarks/train_step.py --mode variants measures each cost.
+TIME_MATCH = {"simclr-time": 1.5, "simclr-time2": 2.0, "byol-time": 1.5}
 
 
 def variant_config(variant: str, seed: int, preset: str, overrides: Optional[dict] = None, **run) -> TrainConfig:
@@ -109,6 +126,9 @@ METRICS = {
     "posthoc_gain": "gain of a post-hoc predictor on standardised h (same for every model)",
     "posthoc_mrr": "MRR of that post-hoc predictor",
     "param_r2": "mean R^2 of linear probes for the continuous augmentation parameters from [h_o; h_view]",
+    "crop_r2": "mean R^2 of those probes for the crop box (top, left, height, width)",
+    "colour_r2": "mean R^2 of those probes for the colour factors (brightness, contrast, saturation, hue)",
+    "flip_acc": "accuracy of the probe for the flip (chance about 0.5)",
     "hue_r2": "R^2 of the probe for the hue shift",
     "hue_sensitivity": "drop of cos(y, y_hat) when the hue columns of t are permuted (own module)",
     "train_seconds": "wall seconds of training (the machine's CPU; 0 for random init)",
@@ -216,15 +236,120 @@ def cached_report(run_dir: Path, sizes, seed: int) -> Optional[dict]:
     return report if meta.get("sizes") == dataclasses.asdict(sizes) and meta.get("seed") == seed else None
 
 
+def train_and_evaluate(variant: str, seed: int, out_dir: Path, preset: str, overrides: dict, sizes,
+                       fast: bool = True, progress: bool = False, log=print) -> tuple[Path, float, float]:
+    """Train one (variant, seed) (``train_variant``) and write its report, unless a current one is there.
+
+    Returns (run_dir, seconds of training, seconds of evaluation).
+    """
+    from .report import evaluate_run, write_report
+
+    tic = time.perf_counter()
+    run_dir = train_variant(variant, seed, out_dir, preset, overrides, progress, log)
+    trained = time.perf_counter()
+    if cached_report(run_dir, sizes, seed) is None:
+        write_report(evaluate_run(run_dir, fast=fast, sizes=sizes, seed=seed), run_dir / "eval")
+    return run_dir, trained - tic, time.perf_counter() - trained
+
+
+def _job(variant, seed, out_dir, preset, overrides, sizes, fast, threads):
+    """One worker's (variant, seed): ``threads`` torch threads, no progress bar (the lead process reports)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    _, train_s, eval_s = train_and_evaluate(variant, seed, out_dir, preset, overrides, sizes, fast, progress=False,
+                                            log=lambda line: print(line, flush=True))
+    return variant, seed, train_s, eval_s
+
+
+def _watch(pending, epochs: dict, out_dir: Path, every_s: float = 2.0) -> None:
+    """Progress bars of runs training in other processes, read from their metrics.jsonl until ``pending`` is ready.
+
+    epochs: {run name: its number of epochs}, one bar each (the epoch of its last log line).
+    """
+    from tqdm.auto import tqdm
+
+    bars = {name: tqdm(total=total, desc=name, unit="epoch", position=i, dynamic_ncols=True,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} epochs [{elapsed}]")
+            for i, (name, total) in enumerate(epochs.items())}
+    try:
+        while not pending.ready():
+            for name, bar in bars.items():
+                lines = (Path(out_dir) / name / "metrics.jsonl")
+                try:
+                    last = lines.read_text().strip().rsplit("\n", 1)[-1]
+                    bar.n = json.loads(last).get("epoch", bar.n) if last else bar.n
+                except (OSError, ValueError):  # not started yet, or a line half written
+                    continue
+                bar.refresh()
+            pending.wait(every_s)
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
+@contextlib.contextmanager
+def _terminate_raises():
+    """SIGTERM raises KeyboardInterrupt here meanwhile, so the worker pool is shut down, not orphaned.
+
+    (Pool's exit sends its workers SIGTERM: each Trainer saves its checkpoint and stops; a Ctrl-C
+    reaches them all directly.)
+    """
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave the handlers alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_in_parallel(pairs: list, jobs: int, out_dir: Path, preset: str, overrides: dict, sizes, fast: bool,
+                     log, meanwhile=None, progress: bool = True) -> dict:
+    """Train and evaluate ``pairs`` of (variant, seed) in ``jobs`` worker processes; {name: seconds}.
+
+    Each worker gets cpu_count // jobs torch threads (one each on a 2-core machine, where two small
+    ConvNets in two processes use the cores better than one model on two threads). ``meanwhile()``
+    runs in this process while they work; then, with ``progress``, a bar per run. Runs and reports
+    land in their folders, so the sequential pass of ``compare`` then only reads them; an
+    interrupted job resumes on the next call.
+    """
+    import multiprocessing
+    import os
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch thread pool inherited
+    seconds = {}
+    with _terminate_raises(), context.Pool(jobs) as pool:  # leaving it terminates the workers: they save and stop
+        pending = pool.starmap_async(_job, [(v, s, out_dir, preset, overrides, sizes, fast, threads)
+                                            for v, s in pairs], chunksize=1)  # in order, one at a time
+        if meanwhile is not None:
+            meanwhile()
+        if progress:
+            _watch(pending, {f"{v}-s{s}": variant_config(v, s, preset, overrides).epochs for v, s in pairs}, out_dir)
+        for variant, seed, train_s, eval_s in pending.get():
+            seconds[f"{variant}-s{seed}"] = train_s + eval_s
+            log(f"{variant} seed {seed}: trained in {train_s:.0f} s, evaluated in {eval_s:.0f} s (worker process)")
+    return seconds
+
+
 def compare(variants: Sequence[str], seeds: Sequence[int], out_dir, preset: str = "cpu-live",
             overrides: Optional[dict] = None, fast_eval: bool = True, random_init: bool = True,
-            progress: bool = True, log=print, eval_sizes=None) -> dict:
+            progress: bool = True, log=print, eval_sizes=None, jobs: int = 1) -> dict:
     """Train and evaluate every (variant, seed); returns {"runs", "summary", "wall_seconds", ...}.
 
     Writes OUT/comparison.json, OUT/comparison.md and OUT/comparison.png. eval_sizes: an
-    report.EvalSizes overriding the FAST / FULL sizes (e.g. a one-minute smoke run).
+    report.EvalSizes overriding the FAST / FULL sizes (e.g. a one-minute smoke run). jobs > 1: the
+    (variant, seed) runs train and are evaluated in that many worker processes at once (the
+    random-init baseline meanwhile in this one); the numbers are those of one-at-a-time runs with
+    the same threads per run (``OMP_NUM_THREADS=1`` as data/results/ was made).
     """
-    from .report import FAST, FULL, evaluate_random_init, evaluate_run, headline, write_report
+    from .report import FAST, FULL, evaluate_random_init, headline, write_report
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -232,28 +357,36 @@ def compare(variants: Sequence[str], seeds: Sequence[int], out_dir, preset: str 
     overrides = dict(overrides or {})
     runs: dict[str, dict[int, dict]] = {}
     seconds: dict[str, float] = {}
+    sizes = eval_sizes or (FAST if fast_eval else FULL)
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs = {jobs!r}: must be a positive int")
+
+    def evaluate_random(seed: int) -> None:
+        """The backbone every variant starts from, untrained (scored with a post-hoc predictor)."""
+        cfg = variant_config("simclr", seed, preset, overrides)
+        tic = time.perf_counter()
+        report = evaluate_random_init(cfg, fast=fast_eval, sizes=eval_sizes, seed=seed)
+        write_report(report, out_dir / f"random-s{seed}" / "eval")
+        runs.setdefault("random", {})[seed] = {**headline(report), "train_seconds": 0.0}
+        seconds[f"random-s{seed}"] = time.perf_counter() - tic
+
+    pairs = [(variant, seed) for seed in seeds for variant in variants]
+    parallel = jobs > 1 and len(pairs) > 1
+    if parallel:  # the runs in worker processes, the random-init baselines here meanwhile
+        seconds.update(_run_in_parallel(pairs, min(jobs, len(pairs)), out_dir, preset, overrides, sizes, fast_eval,
+                                        log, meanwhile=lambda: [evaluate_random(s) for s in seeds if random_init],
+                                        progress=progress))
     for seed in seeds:
-        if random_init:
-            # the backbone every variant starts from, untrained (scored with a post-hoc predictor)
-            cfg = variant_config("simclr", seed, preset, overrides)
-            tic = time.perf_counter()
-            report = evaluate_random_init(cfg, fast=fast_eval, sizes=eval_sizes, seed=seed)
-            write_report(report, out_dir / f"random-s{seed}" / "eval")
-            runs.setdefault("random", {})[seed] = {**headline(report), "train_seconds": 0.0}
-            seconds[f"random-s{seed}"] = time.perf_counter() - tic
+        if random_init and not parallel:
+            evaluate_random(seed)
         for variant in variants:
-            tic = time.perf_counter()
-            run_dir = train_variant(variant, seed, out_dir, preset, overrides, progress, log)
-            trained = time.perf_counter()
-            sizes = eval_sizes or (FAST if fast_eval else FULL)
+            run_dir, train_s, eval_s = train_and_evaluate(variant, seed, out_dir, preset, overrides, sizes,
+                                                           fast_eval, progress, log)
             report = cached_report(run_dir, sizes, seed)
-            if report is None:
-                report = evaluate_run(run_dir, fast=fast_eval, sizes=sizes, seed=seed)
-                write_report(report, run_dir / "eval")
             runs.setdefault(variant, {})[seed] = {**headline(report), **training_summary(run_dir)}
-            seconds[f"{variant}-s{seed}"] = time.perf_counter() - tic
-            log(f"{variant} seed {seed}: trained in {trained - tic:.0f} s, evaluated in "
-                f"{time.perf_counter() - trained:.0f} s: " +
+            done = ("" if parallel else f"trained in {train_s:.0f} s, evaluated in {eval_s:.0f} s: ")
+            seconds.setdefault(f"{variant}-s{seed}", train_s + eval_s)
+            log(f"{variant} seed {seed}: {done}" +
                 ", ".join(f"{k} {v:.3f}" for k, v in runs[variant][seed].items() if v is not None))
     summary = summarize(runs)
     result = {"preset": preset, "overrides": overrides, "variants": list(variants), "seeds": list(seeds),
@@ -265,3 +398,38 @@ def compare(variants: Sequence[str], seeds: Sequence[int], out_dir, preset: str 
     fig = comparison_figure(summary)
     fig.savefig(out_dir / "comparison.png", dpi=130)
     return result
+
+
+# ---- the augmentation-aware peers beside the shipped comparison ---------------------------------------------
+#: The rows of data/results/live.json set beside the peers of data/results/peers.json (README, notebook 7).
+PEER_REFERENCES = ("simclr", "simclr-no-colour", "simclr-time", "equimod", "equimod-mlp-cyclic", "byol",
+                   "byol-equimod", "random")
+#: The columns of that table (a column no row has is left out by table_markdown).
+PEER_METRICS = ("shape_acc", "colour_acc", "knn_acc", "posthoc_gain", "posthoc_mrr", "crop_r2", "colour_r2",
+                "train_seconds")
+
+
+def merged_summary(*parts) -> dict:
+    """One summary (rows named by variant) from several comparisons, in the order given.
+
+    Each part is a summary {variant: {metric: ...}}, a comparison result (a dict with a "summary"),
+    or a pair (either of those, variants) that takes only the listed rows, in that order. A listed
+    variant the part lacks raises KeyError; a variant in two parts raises ValueError (no silent
+    overwrite: choose its file with a pair).
+
+    >>> a, b = {"simclr": {"shape_acc": None}, "random": {}}, {"summary": {"augself": {}, "random": {}}}
+    >>> list(merged_summary((a, ["simclr", "random"]), (b, ["augself"])))
+    ['simclr', 'random', 'augself']
+    """
+    merged: dict = {}
+    for part in parts:
+        result, names = part if isinstance(part, tuple) else (part, None)
+        summary = result["summary"] if isinstance(result.get("summary"), dict) else result
+        for name in names if names is not None else list(summary):
+            if name not in summary:
+                raise KeyError(f"no variant {name!r} in this comparison (it has {', '.join(summary)})")
+            if name in merged:
+                raise ValueError(f"variant {name!r} is in two comparisons: take it from one of them, "
+                                 f"with a pair (result, variants)")
+            merged[name] = summary[name]
+    return merged

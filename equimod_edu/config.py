@@ -21,10 +21,12 @@ import torch
 from .augment import AugmentationConfig
 from .models import ModelConfig
 
-__all__ = ["AUGSELF_GROUPS", "TrainConfig", "check_fields"]
+__all__ = ["AUGSELF_GROUPS", "CARE_PAIRS", "TrainConfig", "check_fields"]
 
 #: The groups of relative parameters the AugSelf objective may regress (augself.AUGSELF_COLUMNS).
 AUGSELF_GROUPS = ("crop", "colour")
+#: Where CARE's group-shared views come from (TrainConfig.care_pair, care.py).
+CARE_PAIRS = ("separate", "shared")
 
 
 def check_fields(cls, values: dict) -> None:
@@ -68,7 +70,9 @@ class TrainConfig:
     byol_hidden: int = 4096
     ema_base: float = 0.996
     # loss
-    objective: str = "self-supervised"    # train.OBJECTIVES: base + EquiMod | "augself" (+ AugSelf) | "supervised"
+    # what is optimised, train.OBJECTIVES: "self-supervised" (the base + EquiMod), the base + a peer
+    # ("augself", "cassle", "essl", "care", "split"; each its module and block below) or "supervised"
+    objective: str = "self-supervised"
     lam: float = 1.0                      # weight of the equivariance loss
     temperature_inv: float = 0.5          # NT-Xent (SimCLR)
     temperature_equi: float = 0.2         # equivariance InfoNCE
@@ -76,6 +80,27 @@ class TrainConfig:
     augself_weight: float = 1.0           # weight of its MSE beside the base loss
     augself_groups: tuple = AUGSELF_GROUPS  # which relative parameters: "crop", "colour"
     augself_hidden: int = 512             # width of its 3-layer MLP
+    # CARE (objective "care" only; care.py): groups sharing one augmentation per view, Gram matrices matched.
+    # The paper's CIFAR-10 recipe: weight 0.03, 16 splits of a batch of 256, i.e. groups of 16 images;
+    # groups of 16 keep its loss scale (which grows with the group) at our batch of 64 (4 groups).
+    care_weight: float = 0.03             # weight of the Gram-matching loss beside the base loss
+    care_group_size: int = 16             # images per group (batch_size must be a multiple of it)
+    care_pair: str = "separate"           # "separate": the paper's extra group-shared pair for the CARE loss,
+    #                                       independent views for NT-Xent (2x a SimCLR step); "shared": one
+    #                                       group-shared pair feeds both losses (about a SimCLR step)
+    # CASSLE (objective "cassle" only, equimod False; cassle.py): the projector conditioned on t
+    cassle_embed: int = 64                # width of e(t), joined to h: the projector reads D + cassle_embed
+    cassle_hidden: int = 64               # width of the hidden layers of e
+    cassle_depth: int = 6                 # Linear layers of e (the original's recipe: 6)
+    # E-SSL (objective "essl" only; essl.py): a head telling which of 4 rotations a small view shows
+    essl_weight: float = 0.4              # weight of its cross-entropy beside the base loss (paper, SimCLR CIFAR)
+    essl_hidden: int = 512                # width of its 3-layer MLP (paper: 2048 on ResNet-18's 512 features)
+    essl_size: int = 16                   # side of the small view in pixels: view 1 averaged down to it
+    # split space (objective "split" only, equimod False; split.py, after SIE): z = [z_inv; z_eq], z_inv
+    # invariant (NT-Xent), z_eq of view 2 predicted as W(d_12) z_eq_1 by a hypernetwork of the relative parameters
+    split_weight: float = 1.0             # weight of its InfoNCE beside the NT-Xent on z_inv
+    split_dim: int = 64                   # k, the columns of z_eq (the last k of z; must be < z_dim)
+    split_hidden: int = 64                # width of the hypernetwork's 3-layer MLP (k^2 outputs)
     # optimisation
     epochs: int = 800
     batch_size: int = 512                 # global, over all processes
@@ -88,7 +113,7 @@ class TrainConfig:
     max_steps: Optional[int] = None       # stop after this many steps (schedule still spans epochs)
     # machinery
     device: str = "auto"                  # "auto" | "cpu" | "cuda" | "cuda:1" ...
-    precision: str = "auto"               # "auto" (bf16 on CUDA) | "bf16" | "fp32"
+    precision: str = "auto"               # "auto" (bf16 on CUDA and CPUs with bf16 instructions) | "bf16" | "fp32"
     channels_last: bool = True            # NHWC memory layout (faster convolutions on GPU and CPU)
     compile: bool = False                 # torch.compile the model
     sync_bn: Optional[bool] = None        # SyncBatchNorm across processes; None: on for several CUDA processes
@@ -159,7 +184,8 @@ class TrainConfig:
         if self.stream and not self.dataset.startswith("folder:"):
             bad("stream", f"streaming decodes image files; {self.dataset!r} lives in memory (use a 'folder:PATH' "
                           f"dataset, or leave stream unset)")
-        for name in ("epochs", "batch_size", "log_every", "checkpoint_every", "num_workers", "seed", "augself_hidden"):
+        for name in ("epochs", "batch_size", "log_every", "checkpoint_every", "num_workers", "seed", "augself_hidden",
+                     "cassle_embed", "cassle_hidden", "cassle_depth"):
             value = getattr(self, name)
             may_be_zero = name in ("num_workers", "seed")
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if may_be_zero else 1):
@@ -169,7 +195,7 @@ class TrainConfig:
         if self.batch_size < 2:
             bad("batch_size", "must be >= 2: the contrastive losses need other images of the batch as negatives")
         numbers = ("lr", "weight_decay", "momentum", "trust_coefficient", "warmup_epochs", "lam", "temperature_inv",
-                   "temperature_equi", "ema_base", "augself_weight")
+                   "temperature_equi", "ema_base", "augself_weight", "care_weight")
         for name in numbers:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -181,13 +207,42 @@ class TrainConfig:
         for name in ("lr", "temperature_inv", "temperature_equi"):
             if not getattr(self, name) > 0:
                 bad(name, "must be > 0")
-        for name in ("weight_decay", "momentum", "lam", "augself_weight"):
+        for name in ("weight_decay", "momentum", "lam", "augself_weight", "care_weight"):
             if not getattr(self, name) >= 0:
                 bad(name, "must be >= 0")
         groups = self.augself_groups
         if not (isinstance(groups, tuple) and groups and set(groups) <= set(AUGSELF_GROUPS)
                 and len(set(groups)) == len(groups)):
             bad("augself_groups", f"must be one or more of {AUGSELF_GROUPS}, each once")
+        group = self.care_group_size
+        if isinstance(group, bool) or not isinstance(group, int) or group < 2:
+            bad("care_group_size", "must be an int >= 2 (a group of one image has no pairs to compare)")
+        if self.care_pair not in CARE_PAIRS:
+            bad("care_pair", f"must be one of {CARE_PAIRS}: 'separate' (the paper: an extra group-shared pair for "
+                             f"the CARE loss) or 'shared' (one group-shared pair for both losses), got "
+                             f"{self.care_pair!r}")
+        if self.objective == "care" and self.batch_size % group:
+            bad("batch_size", f"must be a multiple of care_group_size = {group} (objective 'care' cuts the "
+                              f"batch into groups sharing one augmentation)")
+        for name, least in (("essl_hidden", 1), ("essl_size", 2)):  # a quarter turn of one pixel shows nothing
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                bad(name, f"must be an int >= {least}")
+        weight = self.essl_weight
+        finite = not isinstance(weight, bool) and isinstance(weight, (int, float)) and math.isfinite(weight)
+        if not (finite and weight >= 0):
+            bad("essl_weight", "must be a finite number >= 0")
+        for name in ("split_dim", "split_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                bad(name, "must be a positive int")
+        weight = self.split_weight
+        finite = not isinstance(weight, bool) and isinstance(weight, (int, float)) and math.isfinite(weight)
+        if not (finite and weight >= 0):
+            bad("split_weight", "must be a finite number >= 0")
+        if self.objective == "split" and self.split_dim >= self.z_dim:
+            bad("split_dim", f"must be < z_dim = {self.z_dim} (objective 'split' keeps the first z_dim - split_dim "
+                             f"columns of z invariant)")
         if not self.trust_coefficient > 0:
             bad("trust_coefficient", "must be > 0")
         if not 0 <= self.warmup_epochs <= self.epochs:
@@ -206,6 +261,8 @@ class TrainConfig:
             aug = self.augmentation()
         except (ValueError, TypeError) as error:
             raise ValueError(f"TrainConfig.augment / augment_overrides: {error}") from None
+        if self.objective == "essl" and self.essl_size > aug.size:
+            bad("essl_size", f"must be at most the views' size {aug.size} (the small view is view 1 made smaller)")
         if self.param_groups is not None:
             unknown = set(self.param_groups) - set(aug.encoded_groups())
             if unknown:

@@ -4,6 +4,7 @@
     sweep_figure(model, None, images[0], aug, "hue")      # one augmentation, identity -> strongest
     invariance_curves(model, images[:64], aug)            # 1 - cos(view, original) per augmentation
     grouped_bars({"SimCLR": {...}, "EquiMod": {...}}, "title", "accuracy")   # one helper for bars
+    frontier(summary)                                     # shape against object colour, one point per method
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot state, no backend change) except
 where a notebook wants pyplot's inline display (views_gallery). PCAMap places embeddings on the
@@ -113,6 +114,46 @@ def grouped_bars(series: dict[str, dict[str, Optional[float]]], title: str, ylab
 def bar_figure(series: dict[str, dict[str, Optional[float]]], title: str, ylabel: str):
     """grouped_bars on a Figure of its own; returns the Figure (for reports and files)."""
     return grouped_bars(series, title, ylabel).figure
+
+
+def frontier(points: dict[str, dict[str, Optional[dict]]], ax=None, x: str = "shape_acc", y: str = "colour_acc",
+             invariant: str = "simclr", twin: str = "simclr-no-colour", target: Optional[tuple] = (0.5, 0.02)):
+    """Shape against kept object colour: one labelled point per method, its std over seeds as error bars.
+
+    points: a compare summary, {method: {metric: {"mean", "std", "n"} or None}}; a method without x or y
+    is left out. The ``invariant`` model and its ``twin`` trained without colour augmentation are joined
+    by a dashed line: the object colour invariance throws away (their colour gap). target: (share, margin)
+    shades where a method keeps at least ``share`` of that gap with an x at most ``margin`` below the
+    invariant model's (None: no shading). ax: draw into these axes (default: a new Figure without pyplot).
+    Returns the Figure.
+    """
+    if ax is None:
+        from matplotlib.figure import Figure
+
+        ax = Figure(figsize=(7.0, 5.0), layout="constrained").add_subplot()
+    drawn = {name: (row[x], row[y]) for name, row in points.items() if row.get(x) and row.get(y)}
+    for name, (px, py) in drawn.items():
+        end = name in (invariant, twin)
+        ax.errorbar(px["mean"], py["mean"], xerr=px.get("std", 0.0), yerr=py.get("std", 0.0), fmt="s" if end else "o",
+                    color="black" if end else None, capsize=3, markersize=6)   # labelled on the plot, not in the legend
+        ax.annotate(name, (px["mean"], py["mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.margins(x=0.12, y=0.05)   # room for the labels right of the points
+    if invariant in drawn and twin in drawn:
+        (ix, iy), (tx, ty) = ((p["mean"] for p in drawn[k]) for k in (invariant, twin))
+        ax.plot([ix, tx], [iy, ty], "k--", linewidth=1, label=f"what invariance throws away ({twin} - {invariant})")
+        if target is not None:
+            share, margin = target
+            (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+            left, bottom = ix - margin, iy + share * (ty - iy)
+            ax.fill_between([left, max(x1, left)], bottom, max(y1, bottom), color="tab:green", alpha=0.12,
+                            label=f"target: >= {share:.0%} of the lost colour kept, shape >= {invariant}'s - {margin}")
+            ax.set_xlim(x0, max(x1, left))
+            ax.set_ylim(y0, max(y1, bottom))
+    ax.set_xlabel(f"{x} (linear probe on frozen h)")
+    ax.set_ylabel(f"{y} (linear probe on frozen h)")
+    ax.set_title("What each method keeps: shape against object colour (mean ± std over seeds)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower left")
+    return ax.figure
 
 # ---- a 2-D map of an embedding space ----------------------------------------------------------
 class PCAMap:

@@ -9,7 +9,8 @@ whole image; torchvision cuts the crop out first, so its border pixels interpola
 edge instead of the pixels just outside the crop). Work is in float32 without PIL's intermediate
 uint8 rounding, and without antialiasing (irrelevant for CIFAR's upsampling crops). Also here: the
 input checks of a batch (`check_images`, `check_params`), `jitter_every_image` (the colour jitter of
-the GPU path), and the crop boxes' geometry (`crop_box`: RandomResizedCrop.get_params for a batch).
+the GPU path), the crop boxes' geometry (`crop_box`: RandomResizedCrop.get_params for a batch), and
+`four_rotations` (a batch in its four quarter turns, E-SSL's rotated views).
 
     x = to_float(images)                                   # uint8 0-255 -> float 0-1
     x = resized_crop(x, crop, flip, size=32)               # crop (N, 4) fractions, flip (N,) bool
@@ -309,3 +310,17 @@ def centre_box(fraction: float, height: int, width: int) -> list[float]:
     """Crop box (top, left, height, width; fractions) of a centred square, ``fraction`` of the shorter side."""
     side = fraction * min(height, width)
     return [(1 - side / height) / 2, (1 - side / width) / 2, side / height, side / width]
+
+
+def four_rotations(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image in all four rotations, and which rotation each copy shows (E-SSL's task, essl.py).
+
+    ``(N, C, S, S)`` (any values: raw or normalised) -> ``((4N, C, S, S), (4N,) int64)``: the block
+    k of N images is the batch turned k quarter turns counter-clockwise (k * 90 degrees: torch.rot90
+    over (H, W)), its label k; blocks in the order k = 0, 1, 2, 3, as the official code.
+    """
+    if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"images must be square (N, C, S, S) to be turned, got {tuple(images.shape)}")
+    turned = torch.cat([torch.rot90(images, k, dims=(2, 3)) for k in range(4)])
+    labels = torch.arange(4, device=images.device).repeat_interleave(images.shape[0])
+    return turned, labels

@@ -3,14 +3,17 @@
     curves = LiveCurves(keys=("inv", "inv_top1"))
     Trainer(cfg, callbacks=[curves]).run()      # in a notebook the curves appear under the cell and grow
 
-Outside a kernel it only records (``curves.steps``, ``curves.history``), so it is testable headless.
+With monitor.OnlineMonitor attached too, a last panel "what h is for" shows the online accuracy of each
+label column (lines), its kNN accuracy at epoch ends (dots), their chance levels (dotted) and, when given,
+the finished model's offline probe (dashed). Outside a kernel it only records (``curves.steps``,
+``curves.history``, ``curves.probes``), so it is testable headless.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from typing import Optional, Sequence
 
 from .notebook import in_notebook, png_bytes, show_png
 
@@ -28,15 +31,21 @@ class LiveCurves:
     record lacks it: no "equi" or "gain" for a baseline) in ``steps`` and ``history``. In a kernel
     it redraws into ``widget`` (an ipywidgets.Output, displayed on the first redraw unless
     ``auto_display=False``) at most every `min_interval_s` seconds, and always at the end
-    (``curves.end``); elsewhere it only records.
+    (``curves.end``); elsewhere it only records. The monitor's records ("online_<col>_acc",
+    "knn_<col>_acc", "<col>_chance") go to ``probes`` (key -> [(step, value)]) and ``label_chance``;
+    ``offline`` ({column: accuracy}, settable after training, then ``redraw()``): the dashed lines.
     """
 
     def __init__(self, keys: Sequence[str] = ("loss", "inv", "equi", "gain", "inv_top1", "equi_top1"),
-                 min_interval_s: float = 0.5, auto_display: bool = True, dpi: int = 80):
+                 min_interval_s: float = 0.5, auto_display: bool = True, dpi: int = 80,
+                 offline: Optional[dict[str, float]] = None):
         self.keys = tuple(keys)
         self.steps: list[float] = []
         self.history: dict[str, list[float]] = {key: [] for key in self.keys}
         self.chance: dict[str, float] = {}  # key -> its chance line, from the trainer's *_chance metrics
+        self.probes: dict[str, list[tuple[float, float]]] = {}  # "online_shape_acc" -> [(step, accuracy)]
+        self.label_chance: dict[str, float] = {}  # "shape" -> the majority-class rate
+        self.offline = dict(offline or {})
         self.min_interval_s, self.auto_display, self.dpi = min_interval_s, auto_display, dpi
         self.redraws = 0
         self._output = None
@@ -73,6 +82,11 @@ class LiveCurves:
             if f"{part}_chance" in metrics:
                 self.chance[part] = float(metrics[f"{part}_chance"])
                 self.chance[f"{part}_top1"] = math.exp(-self.chance[part])
+        for key, value in metrics.items():
+            if key.startswith(("online_", "knn_")) and key.endswith("_acc"):
+                self.probes.setdefault(key, []).append((self.steps[-1], float(value)))
+            elif key.endswith("_chance") and key not in ("inv_chance", "equi_chance"):
+                self.label_chance[key[: -len("_chance")]] = float(value)
         if time.perf_counter() - self._last_redraw >= self.min_interval_s:
             self.redraw()
 
@@ -91,8 +105,9 @@ class LiveCurves:
         from matplotlib.figure import Figure
 
         keys = [k for k in self.keys if any(math.isfinite(v) for v in self.history[k])] or list(self.keys[:1])
-        columns = min(len(keys), 4)
-        rows = math.ceil(len(keys) / columns)
+        panels = len(keys) + bool(self.probes)
+        columns = min(panels, 4)
+        rows = math.ceil(panels / columns)
         fig = Figure(figsize=(2.6 * columns, 2.4 * rows), layout="constrained")
         for k, key in enumerate(keys):
             ax = fig.add_subplot(rows, columns, k + 1, label=key)
@@ -106,4 +121,27 @@ class LiveCurves:
             ax.set_xlabel("step", fontsize=7)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
+        if self.probes:
+            self._probe_panel(fig.add_subplot(rows, columns, panels, label="what h is for"))
         return fig
+
+    def _probe_panel(self, ax) -> None:
+        """Online accuracy per column (line), kNN (dots), chance (dotted), offline probe (dashed), one colour each."""
+        names = [key[len("online_"): -len("_acc")] for key in self.probes if key.startswith("online_")]
+        names += [key[len("knn_"): -len("_acc")] for key in self.probes if key.startswith("knn_")]
+        for i, name in enumerate(dict.fromkeys(names)):
+            colour = f"C{i}"
+            for kind, style in (("online", dict(linestyle="-")), ("knn", dict(linestyle="none", marker="o"))):
+                points = self.probes.get(f"{kind}_{name}_acc", [])
+                if points:
+                    ax.plot(*zip(*points), color=colour, label=f"{name} ({kind})", **style)
+            if name in self.label_chance:
+                ax.axhline(self.label_chance[name], color=colour, linestyle=":", linewidth=0.8)
+            if name in self.offline:
+                ax.axhline(self.offline[name], color=colour, linestyle="--", linewidth=1.0)
+        ax.set_title("what h is for: accuracy\n(dotted: chance; dashed: offline probe)", fontsize=8)
+        ax.set_xlabel("step", fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=6, loc="best")
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)

@@ -5,10 +5,11 @@
     losses = objective.losses(out, batch)      # {"loss": what is minimised, its terms, diagnostics}
 
 The Trainer (train.py) runs one loop for every objective: it makes the batch the objective asks
-for (``needs``: one or two augmented views, the original x_o, the labels), calls the objective
-through the (distributed, compiled) network, backpropagates ``losses["loss"]``, steps the
-optimiser over ``param_groups`` and calls ``after_step``; it logs every entry of ``losses``
-(``() float`` tensors), and a non-finite entry named in ``checked`` stops the run.
+for (``needs``: one or two augmented views, the original x_o, the labels, views shared within
+groups), calls the objective through the (distributed, compiled) network, backpropagates
+``losses["loss"]``, steps the optimiser over ``param_groups`` and calls ``after_step``; it logs
+every entry of ``losses`` (``() float`` tensors), and a non-finite entry named in ``checked``
+stops the run.
 
 - ``SelfSupervised``: SimCLR or BYOL (``cfg.base``), with the EquiMod module when
   ``cfg.equimod``: L = L_inv + lam * L_equi (losses.equimod_loss), and the gain as diagnostic.
@@ -33,7 +34,7 @@ from torch import Tensor, nn
 from .augment import AugmentationConfig, AugmentationParams
 from .config import TrainConfig
 from .losses import equimod_loss, equivariance_gain
-from .models import EquiModModel, byol_momentum
+from .models import EquiModModel, ModelOutput, byol_momentum
 from .optim import lars_param_groups
 
 __all__ = ["Batch", "Needs", "Objective", "SelfSupervised", "Supervised", "supervised_augmentation"]
@@ -44,7 +45,8 @@ class Batch(NamedTuple):
 
     x_o, x_1, x_2: ``(N, 3, S, S) float`` normalised images (the original and the two views);
     params_k: the views' AugmentationParams (N rows); t_k: ``(N, P) float`` encode(params_k);
-    labels: ``(N,) int64`` the dataset's target.
+    labels: ``(N,) int64`` the dataset's target. x_3, x_4, params_3, params_4, t_3, t_4: a second
+    pair of views of the same images, each shared within groups (``Needs.grouped_pair``: CARE's).
     """
 
     x_o: Optional[Tensor] = None
@@ -55,6 +57,12 @@ class Batch(NamedTuple):
     t_1: Optional[Tensor] = None
     t_2: Optional[Tensor] = None
     labels: Optional[Tensor] = None
+    x_3: Optional[Tensor] = None
+    x_4: Optional[Tensor] = None
+    params_3: Optional[AugmentationParams] = None
+    params_4: Optional[AugmentationParams] = None
+    t_3: Optional[Tensor] = None
+    t_4: Optional[Tensor] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +72,8 @@ class Needs:
     views: int = 2        # augmented views per image: 2 (the self-supervised pair) or 1
     x_o: bool = False     # the un-augmented original (EquiMod's anchor)
     labels: bool = False  # the dataset's target labels
+    group_size: int = 0   # images per contiguous group sharing one draw per view (CARE); 0: one draw per image
+    grouped_pair: bool = False  # group_size shares the draws of an extra pair x_3, x_4 (x_1, x_2 stay per image)
 
 
 class Objective(nn.Module):
@@ -108,6 +118,14 @@ class Objective(nn.Module):
     def after_step(self, model: EquiModModel, step: int, total_steps: int) -> None:
         """Called after each optimiser step (BYOL moves its target here)."""
 
+    def features(self, out: Any) -> Optional[Tensor]:
+        """``(N, D)`` backbone features h of the originals x_o in ``forward``'s output (for monitor.py).
+
+        None where the output does not hold them (monitor.py then forwards x_o itself). The monitor reads
+        only objectives that override this (the self-supervised ones: labels never reach their loss).
+        """
+        return None
+
 
 class SelfSupervised(Objective):
     """SimCLR or BYOL, plus EquiMod when ``cfg.equimod``: L = L_inv + lam * L_equi.
@@ -140,6 +158,15 @@ class SelfSupervised(Objective):
                                   equivariance_gain(out.y_2, out.y_hat_2, out.y_o)])
             losses["gain"] = gain.mean()
         return losses
+
+    def features(self, out) -> Optional[Tensor]:
+        """The features h of x_o, ``(N, D)``, where out.h is [x_o; x_1; x_2] (EquiMod); None where it is [x_1; x_2].
+
+        A tuple from a subclass's forward (AugSelf, E-SSL, CARE, split): its first item is the ModelOutput.
+        """
+        out = out if isinstance(out, ModelOutput) else out[0]
+        n = out.z_1.shape[0]
+        return out.h[:n] if out.h.shape[0] == 3 * n else None
 
     def after_step(self, model: EquiModModel, step: int, total_steps: int) -> None:
         if self.cfg.base == "byol":

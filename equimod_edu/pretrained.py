@@ -1,7 +1,7 @@
 r"""Shipped checkpoints: small, weights-only files that let notebooks open instantly.
 
     from equimod_edu.pretrained import available, load_pretrained
-    available()              # ['equimod', 'simclr', 'simclr-no-colour', 'supervised']
+    available()              # ['augself', 'care', 'cassle', 'equimod', 'essl', 'simclr', ...]
     model, cfg, metrics = load_pretrained("equimod")  # model in eval mode, its TrainConfig, its metrics
 
 Each file in ``data/pretrained/`` holds one trained model (its state dict in float32 on the CPU),
@@ -17,6 +17,9 @@ How the shipped files were made (the project's own commands, nothing else; data/
         --variants simclr,simclr-no-colour,equimod,supervised --no-progress
     python -c "from equimod_edu.pretrained import export_pretrained as e; \
         [e(f'runs/reference/{v}-s0', v) for v in ('simclr', 'simclr-no-colour', 'equimod', 'supervised')]"
+
+The peers of notebook 7 (AugSelf, CASSLE, E-SSL, CARE, the split space) are the seed-0 runs of
+``data/results/peers.json`` (``cpu-live``, float32), exported the same way from ``runs/peers/<variant>-s0``.
 
 A rebuilt file will not have the same SHA-256 as the shipped one (floating-point sums differ
 between machines and thread counts); ``export_pretrained`` records the new one in the manifest.

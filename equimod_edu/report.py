@@ -227,6 +227,17 @@ def _get(report: Optional[dict], *keys, default=None):
     return report
 
 
+#: The augmentation probes' columns averaged into the headline's crop_r2 and colour_r2.
+CROP_COLUMNS = ("crop_top", "crop_left", "crop_height", "crop_width")
+COLOUR_COLUMNS = ("brightness", "contrast", "saturation", "hue")
+
+
+def _mean_of(probes: dict, names: Sequence[str]) -> Optional[float]:
+    """The mean R^2 of the named augmentation probes; None when one of them was not measured."""
+    values = [_get(probes, name, "value") for name in names]
+    return None if any(v is None for v in values) else sum(values) / len(values)
+
+
 def headline(report: dict) -> dict:
     """The flat headline metrics of one evaluation report (evaluate_run's dict), described in compare.METRICS."""
     target = report["target"]
@@ -246,6 +257,9 @@ def headline(report: dict) -> dict:
         "posthoc_gain": _get(posthoc, "gain"),
         "posthoc_mrr": _get(posthoc, "retrieval", "mrr"),
         "param_r2": sum(r2) / len(r2) if r2 else None,
+        "crop_r2": _mean_of(probes, CROP_COLUMNS),
+        "colour_r2": _mean_of(probes, COLOUR_COLUMNS),
+        "flip_acc": _get(probes, "flip", "value"),
         "hue_r2": _get(probes, "hue", "value"),
         "hue_sensitivity": _get(report, "sensitivity", "hue"),
     }

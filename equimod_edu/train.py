@@ -18,8 +18,9 @@ or from Python (the notebooks do this):
         print(metrics)
 
 What is optimised is an objective (objectives.py), chosen by ``cfg.objective`` in
-``OBJECTIVES``: the SimCLR / BYOL base with the EquiMod module, that base plus AugSelf's head
-(augself.py), or supervised cross-entropy.
+``OBJECTIVES``: the SimCLR / BYOL base with the EquiMod module, that base plus an
+augmentation-aware peer (AugSelf, CASSLE, E-SSL, CARE, a split space: augself.py, cassle.py,
+essl.py, care.py, split.py), or supervised cross-entropy.
 One step (docs/design.md section 1), ``Trainer.train_step``: the batch the objective needs
 (views = x_o, (x_1, t_1), (x_2, t_2), labels); out = objective(model, batch), e.g.
 model(x_o, x_1, x_2, t_1, t_2); loss = L_inv + lambda * L_equi; optimiser step; BYOL EMA.
@@ -28,7 +29,7 @@ Everything random in a step comes from generators seeded by (seed, epoch) for th
 
 Side jobs are callbacks (minGPT), objects with ``attach(trainer)``: the progress bar
 (``ProgressBar``) and the metrics log (``MetricsLog``, runs/<name>/metrics.jsonl) are
-the default ones; the notebooks add ``live.LiveCurves``. The config lives in config.py,
+the default ones; the notebooks add ``live.LiveCurves`` and ``monitor.OnlineMonitor``. The config lives in config.py,
 checkpoints in checkpoint.py, the run folder's files and errors in run_folder.py.
 """
 
@@ -53,21 +54,27 @@ from . import __version__
 from .augment import Views
 from .augment_cuda import augmenter_for
 from .augself import AugSelf
+from .care import CARE
+from .cassle import CASSLE
 from .checkpoint import describe
 from .config import TrainConfig
 from .data import load_dataset
 from .dataset import ImageDataset, mix_seed
+from .essl import ESSL
 from .files import append_line, atomic_write
 from .loader import FolderCrops, views_from_crops
 from .models import EquiModModel, resolve_device
 from .objectives import Batch, Objective, SelfSupervised, Supervised
 from .optim import LARS, set_lr, warmup_cosine
 from .run_folder import NonFiniteLossError, RunFolder, TrainingError
+from .split import SplitSpace
 
-__all__ = ["Trainer", "OBJECTIVES", "TrainingNet", "ProgressBar", "MetricsLog", "EVENTS", "environment"]
+__all__ = ["Trainer", "OBJECTIVES", "TrainingNet", "ProgressBar", "MetricsLog", "EVENTS", "environment", "native_bf16",
+           "cpu_has_native_bf16"]
 
 #: The objectives TrainConfig.objective names (a new one: its module, and one line here).
-OBJECTIVES: dict[str, type[Objective]] = {"self-supervised": SelfSupervised, "augself": AugSelf,
+OBJECTIVES: dict[str, type[Objective]] = {"self-supervised": SelfSupervised, "augself": AugSelf, "cassle": CASSLE,
+                                          "essl": ESSL, "care": CARE, "split": SplitSpace,
                                           "supervised": Supervised}
 
 
@@ -94,6 +101,27 @@ def environment() -> dict:
     return info
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively: what ``precision="auto"`` trains in.
+
+    CUDA: yes (bf16 autocast, as the fast GPU path). CPU: only where the processor has bf16
+    instructions (x86 AVX512-BF16 or AMX): measured on such a 2-core CPU at ``cpu-live``, a SimCLR
+    step took 1.6x and an EquiMod step 1.9x less time under bf16 autocast, at the same probe
+    accuracy. Without them oneDNN emulates bf16, slower than float32, so "auto" keeps float32.
+    The choice is recorded in the run's environment.json ("bf16", "cpu_native_bf16").
+    """
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where this CPU has bf16 instructions (AVX512-BF16 or AMX tiles); False where unknown."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
+
+
 def _init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
     """(rank, world_size, device). Under torchrun (WORLD_SIZE > 1): NCCL on GPU, gloo on CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -113,7 +141,12 @@ def _init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
 Callback = Callable[["Trainer", dict], None]
 #: on_train_begin: {"step"} before the first step; on_log: a metrics record every log_every steps;
 #: on_epoch_end: the epoch's last record; on_train_end: {"step", "stop_reason"} after the last save.
-EVENTS = ("on_train_begin", "on_log", "on_epoch_end", "on_train_end")
+#: on_step (fired only when a callback registered for it): after each train_step, {"step", "batch": the Batch,
+#: "features": (N, D) detached h of x_o where the forward made it (Objective.features; else None), "indices": (N,)
+#: this process's dataset rows (None when streaming), "metrics": the step's metrics (() tensors added there are
+#: averaged and logged like the losses)};
+#: on_record: a log record before it is checked and logged (a callback may add entries to it).
+EVENTS = ("on_train_begin", "on_step", "on_record", "on_log", "on_epoch_end", "on_train_end")
 
 
 class ProgressBar:
@@ -128,7 +161,8 @@ class ProgressBar:
 
     def log(self, trainer: "Trainer", metrics: dict) -> None:
         self.bar.update(trainer.step - self.bar.n)
-        self.bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("loss", "gain") if k in metrics})
+        shown = ("loss", "gain", *(k for k in metrics if k.startswith(("online_", "knn_"))))  # monitor.py's
+        self.bar.set_postfix({k.replace("_acc", ""): f"{metrics[k]:.3g}" for k in shown if k in metrics})
 
     def end(self, trainer: "Trainer", metrics: dict) -> None:
         self.bar.close()
@@ -188,7 +222,7 @@ class Trainer:
     """Runs one training job (minGPT style: a loop with named callbacks, no framework).
 
     What is optimised: ``OBJECTIVES[cfg.objective]`` (objectives.py). Callbacks: objects with
-    ``attach(trainer)`` (ProgressBar, MetricsLog, live.LiveCurves), which register
+    ``attach(trainer)`` (ProgressBar, MetricsLog, live.LiveCurves, monitor.OnlineMonitor), which register
     ``fn(trainer, metrics)`` for events of EVENTS with ``trainer.add_callback(event, fn)``. The
     metrics log and (with cfg.progress) the progress bar are attached first.
     dataset: train on this ImageDataset instead of the config's (tests, notebooks).
@@ -210,7 +244,7 @@ class Trainer:
         self.out_dir = Path(cfg.out_dir)
         self.folder = RunFolder(self.out_dir, resume, overwrite)
         self.is_main = self.rank == 0
-        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and native_bf16(self.device))
         self.channels_last = cfg.channels_last
         objective_type = OBJECTIVES[cfg.objective]
         self._load_data(dataset, objective_type, steps)
@@ -219,6 +253,7 @@ class Trainer:
         self.model = EquiModModel(cfg.model_config()).to(self.device)
         n_classes = self._n_classes() if objective_type.needs.labels else None
         self.objective = objective_type(cfg, self.model, self.aug, n_classes).to(self.device)
+        self._check_group_size(self.objective.needs.group_size)
         self.sync_bn = cfg.sync_bn if cfg.sync_bn is not None else (self.world > 1 and self.device.type == "cuda")
         if self.sync_bn and self.world > 1:  # every BatchNorm, the BYOL target's included (as the official code)
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -272,6 +307,16 @@ class Trainer:
         self.total_steps = steps or cfg.epochs * self.steps_per_epoch
         self.last_step = min(self.total_steps, cfg.max_steps or self.total_steps)
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+
+    def _check_group_size(self, group_size: int) -> None:
+        """Groups sharing one draw (Needs.group_size) must be cut from whole batches on the device."""
+        if group_size and self.streaming:
+            raise ValueError(f"objective {self.cfg.objective!r} shares one augmentation per group of {group_size} "
+                             f"images, but streaming workers crop each image on its own: train on an in-memory "
+                             f"dataset (stream=False)")
+        if group_size and (self.cfg.batch_size // self.world) % group_size:
+            raise ValueError(f"TrainConfig.batch_size = {self.cfg.batch_size}: each of the {self.world} processes "
+                             f"must hold whole groups of {group_size} images (objective {self.cfg.objective!r})")
 
     def _n_classes(self) -> int:
         """The number of target classes: named by the dataset, else the largest label of the images used + 1."""
@@ -328,24 +373,38 @@ class Trainer:
         objective needs them.
 
         Parameters are drawn for the whole global batch and sliced, so any number of processes
-        sees the same augmentations as one process would.
+        sees the same augmentations as one process would. With ``needs.grouped_pair`` the usual pair
+        is drawn first (as for any objective), then x_3, x_4 from the same generator, shared within
+        groups of ``needs.group_size``.
         """
-        rows, generator = self.local_rows, self._generator(step)
+        rows, generator, needs = self.local_rows, self._generator(step), self.objective.needs
         labels = labels[rows] if labels is not None else None
-        if self.objective.needs.views == 1:
+        if needs.views == 1:
             params = self.aug.sample(images.shape[0], tuple(images.shape[-2:]), generator, images.device)[rows]
             return Batch(x_1=self.augmenter.apply(images[rows], params), params_1=params,
                          t_1=self.augmenter.encode(params), labels=labels)
-        return self._batch_of(self.augmenter.views(images, generator, rows), labels)
+        if needs.grouped_pair:
+            views = self.augmenter.views(images, generator, rows)
+            grouped = self.augmenter.views(images, generator, rows, group_size=needs.group_size)
+            return self._batch_of(views, labels, grouped)
+        views = self.augmenter.views(images, generator, rows, group_size=needs.group_size)
+        return self._batch_of(views, labels)
 
-    def _batch_of(self, views: Views, labels: Optional[torch.Tensor]) -> Batch:
-        """The Batch of a step's Views: what the objective needs, and t = encode(params)."""
+    def _batch_of(self, views: Views, labels: Optional[torch.Tensor], grouped: Optional[Views] = None) -> Batch:
+        """The Batch of a step's Views: what the objective needs, and t = encode(params).
+
+        grouped: the extra group-shared pair (``needs.grouped_pair``), as x_3, x_4 (its x_o unused).
+        """
         needs = self.objective.needs
         two = needs.views == 2
-        return Batch(x_o=views.x_o if needs.x_o else None, x_1=views.x_1, x_2=views.x_2 if two else None,
-                     params_1=views.params_1, params_2=views.params_2 if two else None,
-                     t_1=self.augmenter.encode(views.params_1),
-                     t_2=self.augmenter.encode(views.params_2) if two else None, labels=labels)
+        batch = Batch(x_o=views.x_o if needs.x_o else None, x_1=views.x_1, x_2=views.x_2 if two else None,
+                      params_1=views.params_1, params_2=views.params_2 if two else None,
+                      t_1=self.augmenter.encode(views.params_1),
+                      t_2=self.augmenter.encode(views.params_2) if two else None, labels=labels)
+        if grouped is None:
+            return batch
+        return batch._replace(x_3=grouped.x_1, x_4=grouped.x_2, params_3=grouped.params_1, params_4=grouped.params_2,
+                              t_3=self.augmenter.encode(grouped.params_1), t_4=self.augmenter.encode(grouped.params_2))
 
     def next_batch(self, step: int) -> Batch:
         """The Batch of ``step`` for this process.
@@ -379,17 +438,24 @@ class Trainer:
         """
         if self.channels_last:
             batch = batch._replace(**{k: getattr(batch, k).contiguous(memory_format=torch.channels_last)
-                                      for k in ("x_o", "x_1", "x_2") if getattr(batch, k) is not None})
+                                      for k in ("x_o", "x_1", "x_2", "x_3", "x_4") if getattr(batch, k) is not None})
         lr = warmup_cosine(step, self.total_steps, self.warmup_steps, self.cfg.lr)
         set_lr(self.optimizer, lr)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            losses = self.objective.losses(self.net(batch), batch)
+            out = self.net(batch)
+            losses = self.objective.losses(out, batch)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         self.optimizer.step()
         self.objective.after_step(self.model, step, self.total_steps)
         metrics: dict = {k: v.detach() for k, v in losses.items()}
         metrics["lr"] = lr  # a Python float: no tensor made from host data inside a step
+        if self.callbacks["on_step"]:  # e.g. monitor.OnlineMonitor; no work at all without one
+            epoch, i = divmod(step, self.steps_per_epoch)
+            indices = None if self.streaming else self.batch_indices(epoch, self.device)[i, self.local_rows]
+            features = self.objective.features(out)
+            self._fire("on_step", {"step": step, "batch": batch, "indices": indices, "metrics": metrics,
+                                   "features": None if features is None else features.detach()})
         return metrics
 
     # ---- the loop ---------------------------------------------------------------------------------
@@ -474,6 +540,7 @@ class Trainer:
         self.train_seconds += seconds
         record.update(step=self.step, epoch=self.step / self.steps_per_epoch, seconds=self.train_seconds,
                       images_per_s=steps * self.cfg.batch_size / max(seconds, 1e-9))
+        self._fire("on_record", record)
         self.folder.check_finite(record, self.objective.checked, self.step, self.cfg)
         self.history.append(record)
         self._fire("on_log", record)
@@ -501,6 +568,7 @@ class Trainer:
     # ---- the run's files: config, environment, checkpoint ----------------------------------------------
     def _write_run_files(self) -> None:
         env = {**environment(), "device": str(self.device), "world_size": self.world, "bf16": self.bf16,
+               "cpu_native_bf16": cpu_has_native_bf16(),
                "sync_bn": self.sync_bn,
                "channels_last": self.channels_last, "steps_per_epoch": self.steps_per_epoch,
                "total_steps": self.total_steps}

@@ -10,9 +10,18 @@ test-fast` is the quick loop.
 
 import os
 
-import pytest
-import torch
-from helpers import tiny_model, write_kernel_of_this_python
+# Under pytest-xdist (`make test`: one worker per core), each worker and what it starts (notebook
+# kernels, spawned trainings) computes with one thread: two workers of two OpenMP threads each on two
+# cores made every small op wait for a descheduled thread (a fast-mode notebook ran 4x slower).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from helpers import tiny_model, write_kernel_of_this_python  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 OPT_IN_MARKERS = ("slow", "browser")
 
@@ -75,13 +84,14 @@ def _tiny_dataset(n=64, size=16, seed=0):
 
 
 def _tiny_config(folder, **overrides):
-    """A TrainConfig for tiny_dataset: ConvNet, narrow heads, 2 epochs of 4 steps, run folder folder/run."""
+    """A TrainConfig for tiny_dataset: ConvNet, narrow heads, 2 epochs of 4 steps, float32, run folder folder/run."""
     from equimod_edu.config import TrainConfig
 
     base = dict(dataset="synthetic", augment="synthetic", augment_overrides={"size": 16}, backbone="convnet",
                 proj_hidden=32, z_dim=16, y_dim=16, param_embed_dim=8, byol_hidden=32,
                 batch_size=16, epochs=2, warmup_epochs=1, lr=0.5, device="cpu", log_every=2,
-                checkpoint_every=2, out_dir=str(folder / "run"), progress=False)
+                checkpoint_every=2, out_dir=str(folder / "run"), progress=False,
+                precision="fp32")  # the same numbers on every CPU ("auto" is bf16 where the CPU has it)
     return TrainConfig(**{**base, **overrides})
 
 

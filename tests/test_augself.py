@@ -12,7 +12,7 @@ from helpers import params_of
 
 from equimod_edu import cli
 from equimod_edu.augment import AugmentationConfig, AugmentationParams
-from equimod_edu.augself import AUGSELF_COLUMNS, AugSelf, augself_targets, crop_geometry
+from equimod_edu.augself import AUGSELF_COLUMNS, AugSelf, augself_scale, augself_targets, crop_geometry
 from equimod_edu.checkpoint import load_checkpoint
 from equimod_edu.compare import variant_config
 from equimod_edu.config import AUGSELF_GROUPS, TrainConfig
@@ -80,6 +80,21 @@ def test_sampled_relative_parameters_lie_in_minus_one_one_and_swapping_the_views
     assert forward[:, 4:].abs().amax(0).min() > 0.3  # every colour column varies (none stuck at 0)
 
 
+@pytest.mark.parametrize("preset", ["cifar10", "synthetic"])
+def test_the_scale_is_each_columns_std_so_standardised_targets_have_variance_one(preset):
+    aug = AugmentationConfig.preset(preset)
+    scale = augself_scale(aug)
+    assert scale.shape == (8,) and (scale > 0).all()
+    assert torch.equal(augself_scale(aug, ("colour",)), scale[4:])
+    g = torch.Generator().manual_seed(123)  # other draws than the scale's own (seed 0)
+    params_1, params_2 = aug.sample(8192, generator=g), aug.sample(8192, generator=g, view=1)
+    standardised = augself_targets(params_1, params_2, aug) / scale
+    assert torch.allclose(standardised.var(0), torch.ones(8), atol=0.06)
+    # a strength of 0 draws no change: its column stays 0, divided by 1
+    still = AugmentationConfig.preset(preset, hue=0.0)
+    assert augself_scale(still)[7] == 1.0
+
+
 def _objective_and_batch(tmp_path, tiny_config, tiny_dataset, **overrides):
     trainer = Trainer(tiny_config(tmp_path, **{**AUGSELF, **overrides}), dataset=tiny_dataset())
     return trainer, trainer.objective, trainer.next_batch(0)
@@ -93,7 +108,7 @@ def test_the_loss_is_a_float64_reference_mse_added_with_its_weight_and_zero_for_
     assert predicted.shape == (2 * n, 8)
     losses = objective.losses((out, predicted), batch)
     base = SelfSupervised.losses(objective, out, batch)
-    targets = augself_targets(batch.params_1, batch.params_2, trainer.aug).double()
+    targets = (augself_targets(batch.params_1, batch.params_2, trainer.aug) / augself_scale(trainer.aug)).double()
     reference = ((predicted.double() - torch.cat([targets, -targets])) ** 2).mean()
     assert torch.allclose(losses["aug"].double(), reference, rtol=1e-5)
     assert torch.allclose(losses["loss"], base["loss"] + 0.5 * losses["aug"])

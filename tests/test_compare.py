@@ -51,3 +51,48 @@ def test_a_report_is_reused_only_for_the_same_checkpoint_sizes_and_seed(tmp_path
     later = time.time() + 5
     os.utime(tmp_path / "run" / "checkpoint.pt", (later, later))  # a newer checkpoint: the report is stale
     assert cached_report(tmp_path / "run", sizes, 0) is None
+
+
+def test_merged_summary_sets_comparisons_side_by_side_and_never_overwrites_a_row():
+    from equimod_edu.compare import merged_summary, table_markdown
+
+    row = {"shape_acc": {"mean": 0.5, "std": 0.1, "n": 3}}
+    live = {"summary": {"simclr": row, "random": {"shape_acc": {"mean": 0.3, "std": 0.0, "n": 3}}}}
+    peers = {"summary": {"random": {"shape_acc": {"mean": 0.2, "std": 0.0, "n": 3}}, "augself": row}}
+    merged = merged_summary((live, ["random", "simclr"]), (peers, ["augself"]))
+    assert list(merged) == ["random", "simclr", "augself"] and merged["random"]["shape_acc"]["mean"] == 0.3
+    assert list(merged_summary(live["summary"], {"augself": row})) == ["simclr", "random", "augself"]
+    assert table_markdown(merged, ["shape_acc"]).splitlines()[-1] == "| augself | 0.500 ± 0.100 |"
+    with pytest.raises(ValueError, match="'random' is in two comparisons"):
+        merged_summary(live, peers)
+    with pytest.raises(KeyError, match="no variant 'cassle'"):
+        merged_summary((peers, ["cassle"]))
+
+
+@pytest.mark.slow
+def test_runs_trained_in_two_worker_processes_give_the_numbers_of_one_at_a_time(tmp_path):
+    """``compare(..., jobs=2)`` (``make demo`` on two cores) trains each run in its own process, one thread each.
+
+    The runs, their reports and the table are those of the same runs trained one after the other with one
+    thread: only the wall time changes.
+    """
+    import torch
+
+    from equimod_edu.compare import compare
+    from equimod_edu.report import QUICK
+
+    overrides = {"train_subset": 256, "epochs": 1, "batch_size": 64}
+    logged = []
+    kwargs = dict(preset="cpu-live", overrides=overrides, progress=False, eval_sizes=QUICK)
+    assert torch.get_num_threads() == 1  # as each worker of two on a 2-core machine (os.cpu_count() // 2)
+    if (os.cpu_count() or 1) // 2 != 1:
+        pytest.skip("the workers' thread count differs from this process's on this machine")
+    one = compare(["simclr", "equimod"], [0], tmp_path / "one", log=logged.append, **kwargs)
+    two = compare(["simclr", "equimod"], [0], tmp_path / "two", jobs=2, log=logged.append, **kwargs)
+    assert set(two["runs"]) == {"random", "simclr", "equimod"}
+    for variant in ("random", "simclr", "equimod"):
+        measured = {k: v for k, v in two["runs"][variant]["0"].items() if k != "train_seconds"}
+        assert measured == {k: v for k, v in one["runs"][variant]["0"].items() if k != "train_seconds"}, variant
+    assert any("worker process" in line for line in logged)
+    with pytest.raises(ValueError, match="jobs"):
+        compare(["simclr"], [0], tmp_path / "bad", jobs=0, **kwargs)

@@ -52,3 +52,26 @@ def test_invariance_curves_have_one_line_per_augmentation_and_space(models, imag
     assert all(len(ax.get_lines()) == len(recipes.one_at_a_time_groups(AUG)) for ax in fig.axes)
     with pytest.raises(ValueError, match="at least 2 images"):
         equivariance.invariance_distances(model, images[:1], AUG)
+
+
+def test_frontier_draws_one_labelled_point_per_method_and_the_two_ends_of_invariance():
+    def row(shape, colour):
+        return {"shape_acc": {"mean": shape, "std": 0.02, "n": 3}, "colour_acc": {"mean": colour, "std": 0.01, "n": 3}}
+
+    summary = {"simclr": row(0.62, 0.53), "simclr-no-colour": row(0.47, 1.0), "augself": row(0.85, 0.49),
+               "equimod": row(0.83, 0.58), "supervised": {"shape_acc": None, "colour_acc": None}}
+    fig = figures.frontier(summary)
+    (ax,) = fig.axes
+    labels = [text.get_text() for text in ax.texts]
+    assert labels == ["simclr", "simclr-no-colour", "augself", "equimod"]   # no point without its metrics
+    (ends,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert list(ends.get_xdata()) == [0.62, 0.47] and list(ends.get_ydata()) == [0.53, 1.0]
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert any("what invariance throws away" in t for t in legend) and any(t.startswith("target") for t in legend)
+    def shaded(ax):
+        return [c for c in ax.collections if c.get_label().startswith("target")]
+
+    (target,) = shaded(ax)          # the target: half the lost colour kept, shape within 0.02 of SimCLR's
+    assert target.get_paths()[0].vertices[:, 1].min() == pytest.approx(0.53 + 0.5 * 0.47)
+    assert target.get_paths()[0].vertices[:, 0].min() == pytest.approx(0.60)
+    assert shaded(figures.frontier(summary, target=None).axes[0]) == []

@@ -220,7 +220,7 @@ CLAIM_CELLS = (("random", "shape_acc"), ("simclr", "shape_acc"), ("supervised", 
                ("equimod-mlp-cyclic", "hue_sensitivity"))
 
 
-@pytest.mark.parametrize("name", ["live", "module_search", "lambda_sweep"])
+@pytest.mark.parametrize("name", ["live", "module_search", "lambda_sweep", "bf16"])
 def test_notebook_6_and_the_readme_tell_the_numbers_of_the_shipped_results(name):
     """The whole tables of data/results are in docs/research_log.md and the README as printed.
 
@@ -293,3 +293,38 @@ def test_notebook_6_and_the_readme_tell_the_numbers_of_the_shipped_results(name)
                       and any(label in cell.source for label in CITED_ELSEWHERE))
     stale = sorted(set(re.findall(number, cited)) - known)
     assert not stale, f"notebook 6 quotes numbers that are not in data/results/: {stale}"
+
+
+PEERS_NOTEBOOK = REPO / "notebooks" / "07_other_ways_to_keep_what_augmentations_change.ipynb"
+
+
+@pytest.mark.skipif(not (REPO / "data" / "results" / "peers.json").exists(),
+                    reason="data/results/peers.json is not measured yet (equimod-edu compare --preset cpu-live "
+                           "--seeds 0,1,2 --out runs/peers --variants augself,cassle,essl,care,split)")
+def test_notebook_7_and_the_readme_tell_the_numbers_of_the_peers():
+    """The README's peers table is compare.table_markdown of the merged files, as notebook 7 prints it.
+
+    Notebook 7's table cell reads data/results/peers.json and live.json and merges them the same way
+    (the rows of compare.PEER_REFERENCES from live.json, every peer but random init from peers.json), and
+    every three-decimal number of its prose that cites a file is one of the files' (no stale number).
+    """
+    from equimod_edu.compare import PEER_METRICS, PEER_REFERENCES, merged_summary, table_markdown
+
+    live, peers = (json.loads((REPO / "data" / "results" / f"{name}.json").read_text()) for name in ("live", "peers"))
+    summary = merged_summary((live, PEER_REFERENCES), (peers, [v for v in peers["summary"] if v != "random"]))
+    expected = table_markdown(summary, PEER_METRICS)
+    readme = (REPO / "README.md").read_text()
+    assert "`data/results/peers.json`" in readme
+    assert expected in readme, f"README.md's peers table differs from data/results/peers.json; paste:\n{expected}"
+    nb = read(PEERS_NOTEBOOK)
+    code = "\n".join(cell.source for cell in code_cells(nb))
+    for needed in ('"peers.json"', '"live.json"', "merged_summary((live, PEER_REFERENCES), (peers, peer_rows))",
+                   "table_markdown(summary, PEER_METRICS)"):
+        assert needed in code, f"notebook 7's table cell does not hold {needed}"
+    known = {f"{s[k]:.3f}" for file in (live, peers) for per in file["summary"].values() for s in per.values()
+             if s and s.get("mean") is not None for k in ("mean", "std")}
+    known |= {f"{v:.3f}" for file in (live, peers) for seeds in file["runs"].values() for run in seeds.values()
+              for v in run.values() if isinstance(v, float)}
+    cited = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown" and "`data/" in cell.source)
+    stale = sorted(set(re.findall(r"(?<![\d.])\d\.\d{3}(?!\d)", cited)) - known)
+    assert not stale, f"notebook 7 quotes numbers that are not in data/results/: {stale}"

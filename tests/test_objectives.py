@@ -25,6 +25,10 @@ CASES = {
     "simclr": dict(equimod=False),
     "byol+equimod": dict(base="byol"),
     "simclr+augself": dict(objective="augself", equimod=False),
+    "simclr+care": dict(objective="care", equimod=False, care_group_size=4),
+    "simclr+cassle": dict(objective="cassle", equimod=False),
+    "simclr+essl": dict(objective="essl", equimod=False, essl_size=8),
+    "simclr+split": dict(objective="split", equimod=False, split_dim=8),
     "supervised": dict(objective="supervised", equimod=False, optimizer="adamw", lr=3e-3),
 }
 
@@ -44,6 +48,7 @@ def test_make_batch_gives_each_objective_what_its_needs_ask_for(tmp_path, case, 
     two = needs.views == 2
     assert [field is not None for field in (batch.x_2, batch.params_2, batch.t_2)] == [two] * 3
     assert (batch.x_o is not None) == needs.x_o
+    assert [field is not None for field in (batch.x_3, batch.x_4, batch.t_3, batch.t_4)] == [needs.grouped_pair] * 4
     assert (batch.labels is not None) == needs.labels
     if needs.labels:
         assert batch.labels.dtype == torch.int64 and batch.labels.shape == (n,)

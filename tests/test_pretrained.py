@@ -150,7 +150,7 @@ def test_the_shipped_matched_pair_is_there_and_intact():
         assert path.stat().st_size < 10_000_000, f"{name}: keep shipped checkpoints a few MB"
         assert entries[name]["command"].startswith("equimod-edu ") and entries[name]["metrics"]["shape_acc"] > 0
     total = sum(path.stat().st_size for path in PRETRAINED_DIR.iterdir())
-    assert total < 30_000_000, f"data/pretrained/ holds {total / 1e6:.1f} MB; keep it under 30 MB"
+    assert total < 40_000_000, f"data/pretrained/ holds {total / 1e6:.1f} MB; keep it under 40 MB"
     simclr, equimod = entries["simclr"]["config"], entries["equimod"]["config"]
     differ = {k for k in simclr if simclr[k] != equimod.get(k)}
     assert differ <= {"equimod", "out_dir"}, f"the pair is not matched: {sorted(differ)} differ"

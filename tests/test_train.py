@@ -383,3 +383,25 @@ def test_a_training_step_on_the_cuda_path_makes_no_host_synchronisation(tmp_path
         metrics = trainer.train_step(1, trainer.next_batch(1))
     assert syncs.ops == [], f"host synchronisations in one step: {syncs.ops}"
     assert math.isfinite(float(metrics["loss"]))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_on_a_cpu_with_bf16_instructions_only_and_says_so(tmp_path, monkeypatch, native,
+                                                                                  tiny_config, tiny_dataset):
+    """``precision="auto"``: bf16 autocast where the CPU computes bf16 natively, float32 where it would emulate it.
+
+    The choice and what the CPU offers are in environment.json; the weights stay float32 either way, and
+    "fp32" / "bf16" are obeyed whatever the CPU.
+    """
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: native)
+    assert train_module.native_bf16(torch.device("cpu")) is native
+    assert train_module.native_bf16(torch.device("cuda")) is True
+    trainer = Trainer(tiny_config(tmp_path, precision="auto", max_steps=1), dataset=tiny_dataset())
+    assert trainer.bf16 is native
+    trainer.run()
+    env = json.loads((tmp_path / "run" / "environment.json").read_text())
+    assert env["bf16"] is native and env["cpu_native_bf16"] is native
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    for precision, bf16 in (("fp32", False), ("bf16", True)):
+        forced = Trainer(tiny_config(tmp_path / precision, precision=precision), dataset=tiny_dataset())
+        assert forced.bf16 is bf16
