@@ -372,10 +372,13 @@ def compare(variants: Sequence[str], seeds: Sequence[int], out_dir, preset: str 
 
     pairs = [(variant, seed) for seed in seeds for variant in variants]
     parallel = jobs > 1 and len(pairs) > 1
+    def random_baselines() -> None:
+        for seed in seeds if random_init else ():
+            evaluate_random(seed)
+
     if parallel:  # the runs in worker processes, the random-init baselines here meanwhile
         seconds.update(_run_in_parallel(pairs, min(jobs, len(pairs)), out_dir, preset, overrides, sizes, fast_eval,
-                                        log, meanwhile=lambda: [evaluate_random(s) for s in seeds if random_init],
-                                        progress=progress))
+                                        log, meanwhile=random_baselines, progress=progress))
     for seed in seeds:
         if random_init and not parallel:
             evaluate_random(seed)
