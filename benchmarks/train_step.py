@@ -6,6 +6,7 @@
     python benchmarks/train_step.py --mode monitor --threads 1    # cpu-live SimCLR step with / without OnlineMonitor
     python benchmarks/train_step.py --mode gpu-epoch --device cuda   # s per 50k-image epoch
     bash benchmarks/gpu_check.sh                            # all GPU checks (GPU_CHECK_SMOKE=1: CPU)
+    python benchmarks/cpu_options.py                        # cpu-live step options, 2 models at once
 
 These are benchmarks, not tests: they print times and a ratio, both measured in this run, on this
 machine, with the same torch threads; nothing is compared with a number from elsewhere.
@@ -30,11 +31,18 @@ machine, with the same torch threads; nothing is compared with a number from els
     equimod@bf16``: what bf16 autocast buys, side by side in one run).
 
 --mode monitor. The cost of monitor.OnlineMonitor (online linear probes of shape and colour on h of
-    the originals of 8 images a step, an eval-mode forward for SimCLR): two cpu-live SimCLR Trainers on
-    the synthetic set, one with the monitor attached, time ``train_step(step, next_batch(step))`` in
-    alternating blocks (medians), and ``ratio=`` with / without (aim <= 1.05). The epoch-end kNN (600 bank
-    + 300 test images, eval mode) is timed apart, ``--repeats`` times, and printed as seconds per epoch
+    the originals of ``--monitor-rows`` images a step, default 8, an eval-mode forward for SimCLR): two
+    cpu-live SimCLR Trainers on the synthetic set, one with the monitor attached, time
+    ``train_step(step, next_batch(step))`` in alternating blocks (medians), and ``ratio=`` with / without
+    (aim <= 1.05). The epoch-end read-out (kNN and held-out accuracy: 600 bank + 300 test images, eval
+    mode) is timed apart, ``--repeats`` times, and printed as seconds per epoch
     and as a share of an epoch (aim <= 2 %).
+
+benchmarks/cpu_options.py (its own file, built on this one's helpers): the cpu-live SimCLR and
+    EquiMod steps as the comparisons train them (bf16 on a CPU with bf16 instructions, channels_last,
+    one thread) against fp32, contiguous NCHW, torch.compile, batch 128 and two threads, in
+    alternating blocks with ``ratio=`` images/s over the baseline's; then two one-thread training
+    processes at once against one after the other (``two_at_once_ratio=``).
 
 --mode epoch. The same EquiMod model (small ConvNet, CPU, batch 256) fed two ways:
     * baseline, the official code's style: a ``torch.utils.data.Dataset`` over uint8 HWC arrays
@@ -287,7 +295,7 @@ def mode_monitor(args) -> None:
 
     steps, repeats = args.steps or 10, args.repeats or 5
     with tempfile.TemporaryDirectory() as tmp:
-        monitor = OnlineMonitor()
+        monitor = OnlineMonitor(rows=args.monitor_rows)
         trainers = {}
         for name in ("plain", "monitor"):
             cfg = TrainConfig.preset("cpu-live", equimod=False, out_dir=f"{tmp}/{name}", progress=False,
@@ -303,7 +311,7 @@ def mode_monitor(args) -> None:
             for name in (("plain", "monitor") if r % 2 == 0 else ("monitor", "plain")):
                 times[name].append(time_loop_steps(trainers[name], args.warmup + r * steps, steps))
         for _ in range(repeats):
-            monitor.knn(t.model, t.augmenter, t.bf16)  # what the monitor runs at each epoch end
+            monitor.epoch_end(t.model, t.augmenter, t.bf16)  # what the monitor runs at each epoch end
         knn = monitor.knn_seconds[-repeats:]
     result = {name: median_and_spread(times[name]) for name in times}
     for name, (mid, spread) in result.items():
@@ -567,6 +575,7 @@ def main(argv=None):
     parser.add_argument("--images", type=int, default=None, help="epoch: 2048; gpu-epoch: 50000")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads of this process (default: torch's choice)")
+    parser.add_argument("--monitor-rows", type=int, default=8, help="monitor: images a step the online probe reads")
     parser.add_argument("--workers", type=int, default=2, help="epoch: baseline DataLoader workers")
     parser.add_argument("--baseline-params", choices=("capture", "zeros"), default="capture")
     parser.add_argument("--setting", choices=("fast", "plain"), default="fast",

@@ -4,9 +4,9 @@
     Trainer(cfg, callbacks=[curves]).run()      # in a notebook the curves appear under the cell and grow
 
 With monitor.OnlineMonitor attached too, a last panel "what h is for" shows the online accuracy of each
-label column (lines), its kNN accuracy at epoch ends (dots), their chance levels (dotted) and, when given,
-the finished model's offline probe (dashed). Outside a kernel it only records (``curves.steps``,
-``curves.history``, ``curves.probes``), so it is testable headless.
+label column (lines), at epoch ends the same classifier on held-out images (squares) and the kNN accuracy
+(dots), their chance levels (dotted) and, when given, the finished model's offline probe (dashed). Outside a
+kernel it only records (``curves.steps``, ``curves.history``, ``curves.probes``), so it is testable headless.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ import time
 from typing import Optional, Sequence
 
 from .notebook import in_notebook, png_bytes, show_png
+
+#: Prefixes of monitor.OnlineMonitor's accuracy records: "<kind>_<column>_acc".
+PROBE_KINDS = ("online_", "heldout_", "knn_")
 
 
 class LiveCurves:
@@ -31,8 +34,9 @@ class LiveCurves:
     record lacks it: no "equi" or "gain" for a baseline) in ``steps`` and ``history``. In a kernel
     it redraws into ``widget`` (an ipywidgets.Output, displayed on the first redraw unless
     ``auto_display=False``) at most every `min_interval_s` seconds, and always at the end
-    (``curves.end``); elsewhere it only records. The monitor's records ("online_<col>_acc",
-    "knn_<col>_acc", "<col>_chance") go to ``probes`` (key -> [(step, value)]) and ``label_chance``;
+    (``curves.end``); elsewhere it only records. The monitor's records
+    ("online_<col>_acc", "heldout_<col>_acc", "knn_<col>_acc", "<col>_chance") go to ``probes``
+    (key -> [(step, value)]) and ``label_chance``;
     ``offline`` ({column: accuracy}, settable after training, then ``redraw()``): the dashed lines.
     """
 
@@ -83,7 +87,7 @@ class LiveCurves:
                 self.chance[part] = float(metrics[f"{part}_chance"])
                 self.chance[f"{part}_top1"] = math.exp(-self.chance[part])
         for key, value in metrics.items():
-            if key.startswith(("online_", "knn_")) and key.endswith("_acc"):
+            if key.startswith(PROBE_KINDS) and key.endswith("_acc"):
                 self.probes.setdefault(key, []).append((self.steps[-1], float(value)))
             elif key.endswith("_chance") and key not in ("inv_chance", "equi_chance"):
                 self.label_chance[key[: -len("_chance")]] = float(value)
@@ -126,12 +130,12 @@ class LiveCurves:
         return fig
 
     def _probe_panel(self, ax) -> None:
-        """Online accuracy per column (line), kNN (dots), chance (dotted), offline probe (dashed), one colour each."""
-        names = [key[len("online_"): -len("_acc")] for key in self.probes if key.startswith("online_")]
-        names += [key[len("knn_"): -len("_acc")] for key in self.probes if key.startswith("knn_")]
+        """Per column, one colour: online (line), held-out (squares), kNN (dots), chance (dotted), offline (dashed)."""
+        names = [key.split("_", 1)[1][: -len("_acc")] for key in self.probes]
         for i, name in enumerate(dict.fromkeys(names)):
             colour = f"C{i}"
-            for kind, style in (("online", dict(linestyle="-")), ("knn", dict(linestyle="none", marker="o"))):
+            for kind, style in (("online", dict(linestyle="-")), ("heldout", dict(linestyle="none", marker="s")),
+                                ("knn", dict(linestyle="none", marker="o"))):
                 points = self.probes.get(f"{kind}_{name}_acc", [])
                 if points:
                     ax.plot(*zip(*points), color=colour, label=f"{name} ({kind})", **style)

@@ -162,7 +162,7 @@ class ProgressBar:
 
     def log(self, trainer: "Trainer", metrics: dict) -> None:
         self.bar.update(trainer.step - self.bar.n)
-        shown = ("loss", "gain", *(k for k in metrics if k.startswith(("online_", "knn_"))))  # monitor.py's
+        shown = ("loss", "gain", *(k for k in metrics if k.startswith(("online_", "heldout_", "knn_"))))  # monitor.py's
         self.bar.set_postfix({k.replace("_acc", ""): f"{metrics[k]:.3g}" for k in shown if k in metrics})
 
     def end(self, trainer: "Trainer", metrics: dict) -> None:

@@ -69,6 +69,20 @@ def test_knn_on_a_hand_made_bank_in_eval_mode_and_the_modes_are_restored():
     assert len(monitor.knn_seconds) == 1
 
 
+def test_the_epoch_end_scores_each_online_classifier_on_the_held_out_images():
+    images = _images(6, 0)
+    monitor = OnlineMonitor(columns=["label"], k=1)
+    monitor.columns = ["label"]
+    monitor.bank = ImageDataset(images, {"label": torch.tensor([0, 1, 2, 0, 1, 2])}, {"label": list("abc")}, "label")
+    monitor.test = ImageDataset(images[:4], {"label": torch.tensor([0, 1, 0, 0])}, {"label": list("abc")}, "label")
+    model, aug = tiny_model(equimod=False).train(), AugmentationConfig.synthetic().replace(size=16)
+    assert "heldout_label_acc" not in monitor.epoch_end(model, aug)   # no classifier before the first step
+    test_h = original_features(model, aug.original(monitor.test.images))
+    monitor.heads = {"label": OnlineClassifier(test_h.shape[1], 3)}   # zero weights: it answers class 0 for all
+    record = monitor.epoch_end(model, aug)
+    assert record["heldout_label_acc"] == 0.75 and record["knn_label_acc"] == 0.75   # 3 of 4 test labels are 0
+
+
 def _run(tmp_path, tiny_config, data, callbacks, **overrides):
     trainer = Trainer(tiny_config(tmp_path, log_every=1, **overrides), dataset=data, callbacks=callbacks)
     trainer.run()
@@ -90,13 +104,16 @@ def test_training_is_the_same_with_and_without_the_monitor_and_the_records_hold_
     assert all(0 <= r["online_label_acc"] <= 1 and r["label_chance"] == 0.25 for r in records)
     epoch_ends = [r for r in records if "knn_label_acc" in r]
     assert [r["step"] for r in epoch_ends] == [4, 8] and all(0 <= r["knn_label_acc"] <= 1 for r in epoch_ends)
-    assert not any(k.startswith(("online_", "knn_")) for r in plain_records for k in r)
-    # the live panel: online lines, kNN dots, the chance level and the offline probe's dashed line
+    assert [r["step"] for r in records if "heldout_label_acc" in r] == [4, 8]
+    assert not any(k.startswith(("online_", "heldout_", "knn_")) for r in plain_records for k in r)
+    # the live panel: online lines, held-out squares, kNN dots, the chance level and the offline probe's dashed line
     assert len(curves.probes["online_label_acc"]) == 8 and len(curves.probes["knn_label_acc"]) == 2
+    assert len(curves.probes["heldout_label_acc"]) == 2
     curves.offline = {"label": 0.5}
     panel = {ax.get_label(): ax for ax in curves.figure().axes}["what h is for"]
     styles = sorted(line.get_linestyle() for line in panel.get_lines())
-    assert styles == ["-", "--", ":", "None"]
+    assert styles == ["-", "--", ":", "None", "None"]
+    assert sorted(line.get_marker() for line in panel.get_lines() if line.get_linestyle() == "None") == ["o", "s"]
 
 
 def test_the_eval_mode_forward_leaves_the_batchnorm_buffers_the_modes_and_the_rng_untouched():
