@@ -2,12 +2,18 @@
 
     python benchmarks/augment.py                  # CPU, 32x32, batch 512
     python benchmarks/augment.py --device cuda    # the engine on a GPU (baseline stays on CPU)
+    python benchmarks/augment.py --malloc default # glibc's default malloc thresholds (page faults each batch)
 
 The baseline is what the official EquiMod code and most SSL libraries run per image in DataLoader
 workers: PIL image -> RandomResizedCrop(bicubic) -> flip -> ColorJitter(p 0.8) -> Grayscale(p 0.2)
 -> ToTensor -> Normalize, with the same CIFAR-10 strengths. Both sides are measured in this run,
 in this process, on the same number of threads, in alternating pairs. The last line is
 `ratio=<engine / baseline>`, the median of the pairs' ratios.
+
+--malloc keep (default) raises glibc's malloc thresholds first (``allocator.keep_freed_memory``), as the
+Trainer does on a CPU: freed batches stay in the process, so the next batch does not page-fault its
+memory in again. It is process-wide, so both sides run under it; run ``--malloc default`` in a second
+process to see what it buys the engine.
 """
 
 import argparse
@@ -18,6 +24,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from equimod_edu.allocator import keep_freed_memory
 from equimod_edu.augment import CIFAR10_MEAN, CIFAR10_STD, AugmentationConfig
 from equimod_edu.augment_cuda import augmenter_for
 
@@ -75,7 +82,10 @@ def main():
                         help="alternating pairs of measurements; the median ratio is kept")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; use 1 on a machine shared with other jobs)")
+    parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                        help="keep: glibc keeps freed memory for reuse, as the Trainer sets it on a CPU")
     args = parser.parse_args()
+    kept = args.malloc == "keep" and keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -84,7 +94,7 @@ def main():
     images_hwc = rng.integers(0, 256, (args.batch, 32, 32, 3), dtype=np.uint8)
     images = torch.from_numpy(images_hwc).permute(0, 3, 1, 2).contiguous().to(args.device)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
-          f"batch {args.batch}, 32x32")
+          f"batch {args.batch}, 32x32, freed memory kept {kept}")
 
     base, ours = [], []
     for _ in range(args.repeats):  # alternate, so a slow moment of the machine hits both sides of a pair

@@ -51,6 +51,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .augment import Views
 from .augment_cuda import augmenter_for
 from .augself import AugSelf
@@ -246,6 +247,7 @@ class Trainer:
         self.folder = RunFolder(self.out_dir, resume, overwrite)
         self.is_main = self.rank == 0
         self.bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and native_bf16(self.device))
+        self.freed_memory_kept = self.device.type == "cpu" and keep_freed_memory()  # no page faults per step
         self.channels_last = cfg.channels_last
         objective_type = OBJECTIVES[cfg.objective]
         self._load_data(dataset, objective_type, steps)
@@ -569,7 +571,7 @@ class Trainer:
     # ---- the run's files: config, environment, checkpoint ----------------------------------------------
     def _write_run_files(self) -> None:
         env = {**environment(), "device": str(self.device), "world_size": self.world, "bf16": self.bf16,
-               "cpu_native_bf16": cpu_has_native_bf16(),
+               "cpu_native_bf16": cpu_has_native_bf16(), "freed_memory_kept": self.freed_memory_kept,
                "sync_bn": self.sync_bn,
                "channels_last": self.channels_last, "steps_per_epoch": self.steps_per_epoch,
                "total_steps": self.total_steps}
