@@ -220,7 +220,7 @@ CLAIM_CELLS = (("random", "shape_acc"), ("simclr", "shape_acc"), ("supervised", 
                ("equimod-mlp-cyclic", "hue_sensitivity"))
 
 
-@pytest.mark.parametrize("name", ["live", "module_search", "lambda_sweep", "bf16"])
+@pytest.mark.parametrize("name", ["live", "module_search", "lambda_sweep", "live_fp32"])
 def test_notebook_6_and_the_readme_tell_the_numbers_of_the_shipped_results(name):
     """The whole tables of data/results are in docs/research_log.md and the README as printed.
 
@@ -259,8 +259,8 @@ def test_notebook_6_and_the_readme_tell_the_numbers_of_the_shipped_results(name)
     assert len(table.splitlines()) == 2 + 7, "the claim table has seven rows"
     summary = result["summary"]
 
-    def cell(variant, metric):
-        return f"{summary[variant][metric]['mean']:.3f} ± {summary[variant][metric]['std']:.3f}"
+    def cell(variant, metric):   # a mean of -0.0004 is quoted as 0.000: the table says "zero", not its sign
+        return f"{summary[variant][metric]['mean']:.3f} ± {summary[variant][metric]['std']:.3f}".replace("-0.000 ", "0.000 ")
 
     def mean(variant, metric="colour_acc"):
         return summary[variant][metric]["mean"]
