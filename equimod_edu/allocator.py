@@ -9,9 +9,10 @@ to the operating system when freed (its thresholds adapt, up to 32 MB, but the t
 top still gives memory back), so the next step's allocation of the same size starts on fresh pages that
 the kernel must zero, one page fault per 4 KB. Raising both thresholds keeps the freed blocks in the
 process for the next step: no number changes, only where memory comes from (bit for bit the same
-training). Measured on the 2-core CPU (one thread, beside other work): the batched augmentation of 512
-images 1.35-1.55x faster; a cpu-live EquiMod step about 1.1x, a SimCLR step unchanged
-(``benchmarks/augment.py --malloc default`` against ``--malloc keep``). The price: the process keeps up
+training). Measured on the 2-core CPU, one thread: the batched augmentation of 512 images 1.3-1.5x
+faster on a quiet machine (``benchmarks/augment.py --malloc keep`` against ``--malloc default``, in turn:
+15,500 and 17,000 against 11,900 and 11,300 images/s); a cpu-live EquiMod step about 1.1x and a SimCLR
+step unchanged (one measurement beside other work). The price: the process keeps up
 to ``threshold`` bytes of freed memory as its own. PyTorch's CPU performance guide gets the same effect by
 preloading jemalloc or tcmalloc, which a course cannot ask of a learner.
 """

@@ -89,11 +89,11 @@ VARIANTS = {
 
 #: Epoch multipliers of the time-matched baselines. An EquiMod step runs 3 images per pair through
 #: the backbone, its base 2: measured at the CPU recipe's batch size 64, one thread, an EquiMod
-#: step costs 1.55x a SimCLR step (1.2x with two threads, where small convolutions scale badly);
-#: 1.5 keeps the epochs whole. The comparisons record each run's train_seconds, so the match can
-#: be checked in data/results/. "simclr-time2" (twice the epochs) is the equal-time baseline of the
-#: peers that cost about 2x a SimCLR step (CARE's separate group-shared pair; E-SSL's rotations at 1.6x
-#: sit between the two), benchmarks/train_step.py --mode variants measures each cost.
+#: step costs 1.46x a SimCLR step under bf16 autocast (1.69x in float32; data/results/peers.json's
+#: step_cost); 1.5 keeps the epochs whole. The comparisons record each run's train_seconds, so the
+#: match can be checked in data/results/. "simclr-time2" (twice the epochs) is the equal-time baseline
+#: of the peers that cost about 2x a SimCLR step (CARE's separate group-shared pair, 1.85x; E-SSL's
+#: rotations at 1.57x sit between the two), benchmarks/train_step.py --mode variants measures each cost.
 TIME_MATCH = {"simclr-time": 1.5, "simclr-time2": 2.0, "byol-time": 1.5}
 
 
