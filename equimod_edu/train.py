@@ -108,8 +108,8 @@ def native_bf16(device: torch.device) -> bool:
     CUDA: yes (bf16 autocast, as the fast GPU path). CPU: only where the processor has bf16
     instructions (x86 AVX512-BF16 or AMX): measured on such a 2-core CPU at ``cpu-live``, a SimCLR
     step and an EquiMod step ran 1.4-1.9x faster under bf16 autocast over several benchmark runs
-    (benchmarks/train_step.py --mode variants, benchmarks/cpu_options.py), with probes that agree with float32's within their spread over seeds
-    (data/results/live.json against live_fp32.json).
+    (benchmarks/train_step.py --mode variants, benchmarks/cpu_options.py), with probes that agree with
+    float32's within their spread over seeds (data/results/live.json against live_fp32.json).
     Without them oneDNN emulates bf16, slower than float32, so "auto" keeps float32.
     The choice is recorded in the run's environment.json ("bf16", "cpu_native_bf16").
     """

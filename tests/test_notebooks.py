@@ -260,7 +260,8 @@ def test_notebook_6_and_the_readme_tell_the_numbers_of_the_shipped_results(name)
     summary = result["summary"]
 
     def cell(variant, metric):   # a mean of -0.0004 is quoted as 0.000: the table says "zero", not its sign
-        return f"{summary[variant][metric]['mean']:.3f} ± {summary[variant][metric]['std']:.3f}".replace("-0.000 ", "0.000 ")
+        text = f"{summary[variant][metric]['mean']:.3f} ± {summary[variant][metric]['std']:.3f}"
+        return text.replace("-0.000 ", "0.000 ")
 
     def mean(variant, metric="colour_acc"):
         return summary[variant][metric]["mean"]
