@@ -53,13 +53,21 @@ def _images(n: int, seed: int) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, 16, 16), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
 
 
-def test_knn_on_a_hand_made_bank_in_eval_mode_and_the_modes_are_restored():
+def _hand_made_monitor() -> OnlineMonitor:
+    """A 1-NN monitor, bank of 6 images labelled 0 1 2 0 1 2; queries: the bank's first four, labelled 0 1 0 0.
+
+    A query's nearest neighbour is itself (cosine 1), so 3 of the 4 carry their neighbour's label.
+    """
     images = _images(6, 0)
     monitor = OnlineMonitor(columns=["label"], k=1)
     monitor.columns = ["label"]
     monitor.bank = ImageDataset(images, {"label": torch.tensor([0, 1, 2, 0, 1, 2])}, {"label": list("abc")}, "label")
-    # queries: the bank's first four images; their nearest neighbour is themselves (cosine 1)
     monitor.test = ImageDataset(images[:4], {"label": torch.tensor([0, 1, 0, 0])}, {"label": list("abc")}, "label")
+    return monitor
+
+
+def test_knn_on_a_hand_made_bank_in_eval_mode_and_the_modes_are_restored():
+    monitor = _hand_made_monitor()
     model = tiny_model(equimod=False).train()
     buffers = {k: v.clone() for k, v in model.state_dict().items()}
     aug = AugmentationConfig.synthetic().replace(size=16)
@@ -70,11 +78,7 @@ def test_knn_on_a_hand_made_bank_in_eval_mode_and_the_modes_are_restored():
 
 
 def test_the_epoch_end_scores_each_online_classifier_on_the_held_out_images():
-    images = _images(6, 0)
-    monitor = OnlineMonitor(columns=["label"], k=1)
-    monitor.columns = ["label"]
-    monitor.bank = ImageDataset(images, {"label": torch.tensor([0, 1, 2, 0, 1, 2])}, {"label": list("abc")}, "label")
-    monitor.test = ImageDataset(images[:4], {"label": torch.tensor([0, 1, 0, 0])}, {"label": list("abc")}, "label")
+    monitor = _hand_made_monitor()
     model, aug = tiny_model(equimod=False).train(), AugmentationConfig.synthetic().replace(size=16)
     assert "heldout_label_acc" not in monitor.epoch_end(model, aug)   # no classifier before the first step
     test_h = original_features(model, aug.original(monitor.test.images))
